@@ -1,0 +1,165 @@
+"""Turning stored versions and outcomes into HTTP responses.
+
+Stored versions are already FHIR JSON bytes with their meta, so a plain read sends them as
+they are, unparsed; only ``_summary``, ``_elements`` and ``_pretty`` pay for a parse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+
+from fhir_server.definitions import Definitions
+from fhir_server.errors import BadRequest
+from fhir_server.model.ids import weak_etag
+from fhir_server.model.instant import http_date, to_instant
+from fhir_server.model.outcome import information
+from fhir_server.model.subset import SUMMARY_MODES, select_elements, summarize
+from fhir_server.storage.base import StoredVersion
+
+
+def base_url(request: Request) -> str:
+    """The FHIR base of links: the configured public URL, else what the client called."""
+    configured: str | None = request.app.state.settings.public_base_url
+    if configured:
+        return configured.rstrip("/")
+    base_path: str = request.app.state.settings.base_path
+    return f"{request.url.scheme}://{request.url.netloc}{base_path}"
+
+
+def json_response(
+    content: Any,
+    status: int,
+    media_type: str,
+    *,
+    pretty: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    if isinstance(content, bytes) and not pretty:
+        body = content
+    else:
+        if isinstance(content, bytes):
+            content = orjson.loads(content)
+        body = orjson.dumps(content, option=orjson.OPT_INDENT_2 if pretty else 0)
+    return Response(body, status, headers, media_type=f"{media_type}; charset=utf-8")
+
+
+def version_headers(request: Request, version: StoredVersion) -> dict[str, str]:
+    versioned = (
+        f"{base_url(request)}/{version.resource_type}/{version.resource_id}"
+        f"/_history/{version.version_id}"
+    )
+    return {
+        "ETag": weak_etag(version.version_id),
+        "Last-Modified": http_date(version.last_updated),
+        "Content-Location": versioned,
+    }
+
+
+def resource_response(
+    request: Request,
+    version: StoredVersion,
+    media_type: str,
+    *,
+    status: int = 200,
+    pretty: bool = False,
+    definitions: Definitions | None = None,
+) -> Response:
+    """A read/vread answer with ETag and Last-Modified; applies _summary and _elements."""
+    assert version.body is not None
+    content: bytes | dict[str, Any] = version.body
+    summary = request.query_params.get("_summary")
+    elements = request.query_params.get("_elements")
+    if summary is not None or elements is not None:
+        content = _subset(orjson.loads(version.body), summary, elements, definitions)
+    return json_response(
+        content, status, media_type, pretty=pretty, headers=version_headers(request, version)
+    )
+
+
+def _subset(
+    resource: dict[str, Any],
+    summary: str | None,
+    elements: str | None,
+    definitions: Definitions | None,
+) -> dict[str, Any]:
+    sets = definitions.elements.get(resource["resourceType"]) if definitions else None
+    if summary is not None:
+        if summary not in SUMMARY_MODES or summary == "count":
+            raise BadRequest(
+                f"_summary={summary!r} is not valid here (true, false, text, data)",
+                rofecare_code="rofecare-1508",
+            )
+        return summarize(resource, summary, sets)
+    assert elements is not None
+    return select_elements(resource, elements.split(","), sets)
+
+
+def write_response(
+    request: Request,
+    version: StoredVersion,
+    media_type: str,
+    *,
+    status: int,
+    pretty: bool = False,
+) -> Response:
+    """The answer to create/update/patch per the ``Prefer`` header (http.html#ops)."""
+    headers = version_headers(request, version)
+    if status == 201:
+        headers["Location"] = headers["Content-Location"]
+    prefer = preferred_return(request)
+    if prefer == "minimal":
+        return Response(None, status, headers)
+    if prefer == "OperationOutcome":
+        outcome = information(
+            f"{version.resource_type}/{version.resource_id} is now at version {version.version_id}"
+        )
+        return json_response(outcome, status, media_type, pretty=pretty, headers=headers)
+    assert version.body is not None
+    return json_response(version.body, status, media_type, pretty=pretty, headers=headers)
+
+
+def preferred_return(request: Request) -> str:
+    """``Prefer: return=...``: minimal, representation (default) or OperationOutcome."""
+    prefer = request.headers.get("prefer", "")
+    for part in prefer.split(","):
+        for token in part.split(";"):
+            name, _, value = token.strip().partition("=")
+            if name.strip().lower() == "return":
+                value = value.strip().strip('"')
+                if value in ("minimal", "representation", "OperationOutcome"):
+                    return value
+    return "representation"
+
+
+def history_bundle(
+    request: Request,
+    versions: list[StoredVersion],
+    next_link: str | None,
+) -> bytes:
+    """A history Bundle (https://hl7.org/fhir/R4/http.html#history), newest version first."""
+    base = base_url(request)
+    links = [{"relation": "self", "url": str(request.url)}]
+    if next_link:
+        links.append({"relation": "next", "url": next_link})
+    entries = []
+    for version in versions:
+        url = f"{version.resource_type}/{version.resource_id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if version.body is not None:
+            entry["resource"] = orjson.Fragment(version.body)
+        status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(version.method, "200 OK")
+        entry["request"] = {
+            "method": version.method,
+            "url": version.resource_type if version.method == "POST" else url,
+        }
+        entry["response"] = {
+            "status": status,
+            "etag": weak_etag(version.version_id),
+            "lastModified": to_instant(version.last_updated),
+        }
+        entries.append(entry)
+    bundle = {"resourceType": "Bundle", "type": "history", "link": links, "entry": entries}
+    return orjson.dumps(bundle)

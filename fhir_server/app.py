@@ -1,0 +1,85 @@
+"""Composition root: ``build_app(settings)`` picks the store and wires the service and API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Response
+
+from fhir_server import __version__
+from fhir_server.api import errors
+from fhir_server.api.capability import capability_statement
+from fhir_server.api.routes import router
+from fhir_server.config import Settings
+from fhir_server.definitions import load_definitions
+from fhir_server.model.instant import now_utc, to_instant
+from fhir_server.services.resources import ResourceService
+from fhir_server.storage.base import ResourceStore
+from fhir_server.storage.sqlite import SqliteStore
+from fhir_server.validation.structure import StructureValidator
+
+
+def build_store(settings: Settings) -> ResourceStore:
+    if settings.store == "sqlite" or settings.store.startswith("sqlite:///"):
+        return SqliteStore(settings.sqlite_path(), synchronous=settings.sqlite_synchronous)
+    raise ValueError(f"Unsupported store {settings.store!r} (supported: sqlite)")
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    definitions = load_definitions()
+    validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
+    store = build_store(settings)
+    service = ResourceService(
+        store, definitions, validator, allow_client_ids=settings.allow_client_ids
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        await asyncio.to_thread(validator.warm_up)
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await store.close()
+
+    app = FastAPI(
+        title="Rofecare FHIR server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.definitions = definitions
+    app.state.service = service
+    app.state.store = store
+    app.state.ready = False
+    app.state.capability = orjson.dumps(
+        capability_statement(settings, definitions, to_instant(now_utc()))
+    )
+    errors.install(app)
+    app.include_router(router, prefix=settings.base_path)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> Response:
+        if app.state.ready:
+            return Response(b'{"status":"ready"}', media_type="application/json")
+        return Response(b'{"status":"starting"}', 503, media_type="application/json")
+
+    return app
+
+
+def create_app() -> FastAPI:
+    """Factory for uvicorn workers: each reads its Settings from ROFECARE_* variables."""
+    return build_app(Settings())

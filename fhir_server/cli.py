@@ -1,0 +1,73 @@
+"""The ``rofecare`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from fhir_server import __version__
+from fhir_server.config import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Flags become ROFECARE_* variables so that every uvicorn worker process builds the same
+    # Settings through the app factory.
+    for name in ("host", "port", "data_dir", "workers", "store", "log_level"):
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"ROFECARE_{name.upper()}"] = str(value)
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"Rofecare {__version__}: FHIR R4 at http://{settings.host}:{settings.port}"
+        f"{settings.base_path} (store: {settings.sqlite_path()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        "fhir_server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rofecare", description="Rofecare FHIR R4 server")
+    parser.add_argument("--version", action="version", version=f"rofecare {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the FHIR server")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument(
+        "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"
+    )
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--store", help="'sqlite' (default) or sqlite:///path/to/file")
+    serve.add_argument(
+        "--log-level", dest="log_level", choices=["debug", "info", "warning", "error"]
+    )
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Loads the R4 definitions shipped in ``data/`` (see data/SOURCE.md for their provenance)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DATA_DIR = Path(str(resources.files("fhir_server.definitions") / "data"))
+
+
+@dataclass(frozen=True)
+class ElementSets:
+    """Element paths of one resource type that ``_summary`` and ``_elements`` need."""
+
+    summary: frozenset[str]
+    mandatory: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Definitions:
+    resource_types: frozenset[str]
+    schema_path: Path
+    elements: dict[str, ElementSets]
+
+    def is_resource_type(self, name: str) -> bool:
+        return name in self.resource_types
+
+
+@functools.cache
+def load_definitions() -> Definitions:
+    types = json.loads((DATA_DIR / "resource-types.json").read_text())
+    return Definitions(
+        resource_types=frozenset(types),
+        schema_path=DATA_DIR / "fhir.schema.json",
+        elements=_load_element_sets(),
+    )
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((DATA_DIR / "fhir.schema.json").read_text())
+    return schema
+
+
+def _load_element_sets() -> dict[str, ElementSets]:
+    path = DATA_DIR / "summary-elements.json"
+    if not path.exists():
+        return {}
+    raw: dict[str, dict[str, list[str]]] = json.loads(path.read_text())
+    return {
+        name: ElementSets(frozenset(sets["summary"]), frozenset(sets["mandatory"]))
+        for name, sets in raw.items()
+    }

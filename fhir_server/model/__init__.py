@@ -1,0 +1,1 @@
+"""JSON resource helpers (stdlib only): ids, instants, OperationOutcome and Bundle builders."""

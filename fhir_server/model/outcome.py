@@ -1,0 +1,38 @@
+"""OperationOutcome builders (https://hl7.org/fhir/R4/operationoutcome.html)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.errors import Issue
+
+ROFECARE_CODE_SYSTEM = "http://rofecare.com/fhir/CodeSystem/outcome-code"
+
+
+def issue_json(issue: Issue) -> dict[str, Any]:
+    entry: dict[str, Any] = {"severity": issue.severity, "code": issue.code}
+    if issue.rofecare_code:
+        entry["details"] = {
+            "coding": [{"system": ROFECARE_CODE_SYSTEM, "code": issue.rofecare_code}]
+        }
+    entry["diagnostics"] = issue.diagnostics
+    if issue.expression:
+        entry["expression"] = list(issue.expression)
+    return entry
+
+
+def operation_outcome(issues: list[Issue], *, request_id: str | None = None) -> dict[str, Any]:
+    outcome: dict[str, Any] = {
+        "resourceType": "OperationOutcome",
+        "issue": [issue_json(issue) for issue in issues],
+    }
+    if request_id:
+        outcome["id"] = request_id
+    return outcome
+
+
+def information(diagnostics: str, rofecare_code: str | None = None) -> dict[str, Any]:
+    """An all-is-well OperationOutcome, e.g. for ``Prefer: return=OperationOutcome``."""
+    return operation_outcome(
+        [Issue("information", "informational", diagnostics, rofecare_code=rofecare_code)]
+    )

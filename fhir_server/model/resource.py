@@ -1,0 +1,43 @@
+"""Helpers on resources held as JSON dicts, the core's representation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUBSETTED_TAG = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counting no further than ``limit + 1``.
+
+    Iterative on purpose: a 10,000-deep body must not reach Python's recursion limit.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def with_meta(resource: dict[str, Any], version_id: int, last_updated: str) -> dict[str, Any]:
+    """A copy of ``resource`` whose server-owned meta fields are set (http.html#versioning)."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = last_updated
+    meta.pop("_versionId", None)
+    meta.pop("_lastUpdated", None)
+    out = {"resourceType": resource["resourceType"], "id": resource["id"], "meta": meta}
+    out.update((k, v) for k, v in resource.items() if k not in out)
+    return out

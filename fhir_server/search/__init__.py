@@ -1,0 +1,1 @@
+"""Search: query parsing, typed values and the indexer that extracts them at write time."""

@@ -1,0 +1,413 @@
+"""The resource service: every create, update, patch and delete goes through here.
+
+One write path (DESIGN.md): whatever door a change came through, it is validated here and
+persisted as one prepared record, so a rule written here holds for all doors. Versions give
+optimistic concurrency: a write names the version it replaces, the store refuses it if
+another writer got there first, and the write is then re-prepared on the fresh version
+(or answered 412 when the client pinned a version with If-Match).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jsonpatch
+import orjson
+
+from fhir_server.definitions import Definitions
+from fhir_server.errors import (
+    BadRequest,
+    FhirError,
+    Gone,
+    InvalidResource,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from fhir_server.model.ids import is_valid_id, new_id
+from fhir_server.model.instant import now_utc, to_instant
+from fhir_server.model.resource import with_meta
+from fhir_server.search.tokens import identifier_tokens
+from fhir_server.services.criteria import parse_criteria
+from fhir_server.storage.base import (
+    HistoryPage,
+    HistoryQuery,
+    IdentityQuery,
+    Method,
+    ResourceStore,
+    StoredVersion,
+    VersionConflict,
+    WriteRecord,
+)
+from fhir_server.validation.structure import StructureValidator
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did: the version now current and whether it created the resource."""
+
+    version: StoredVersion
+    created: bool
+    changed: bool = True
+
+
+class ResourceService:
+    def __init__(
+        self,
+        store: ResourceStore,
+        definitions: Definitions,
+        validator: StructureValidator,
+        *,
+        allow_client_ids: bool = True,
+    ) -> None:
+        self._store = store
+        self._definitions = definitions
+        self._validator = validator
+        self._allow_client_ids = allow_client_ids
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def check_type(self, resource_type: str) -> None:
+        if not self._definitions.is_resource_type(resource_type):
+            raise NotFound(
+                f"Unknown resource type {resource_type!r}", rofecare_code="rofecare-1101"
+            )
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+        """The current version; 404 if it never existed, 410 if its last version is a delete."""
+        self.check_type(resource_type)
+        _check_id(resource_id)
+        version = await self._store.read(resource_type, resource_id)
+        if version is None:
+            raise NotFound(
+                f"{resource_type}/{resource_id} is not known", rofecare_code="rofecare-1102"
+            )
+        if version.deleted:
+            raise Gone(
+                f"{resource_type}/{resource_id} was deleted",
+                rofecare_code="rofecare-1103",
+                headers={"ETag": f'W/"{version.version_id}"'},
+            )
+        return version
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
+        self.check_type(resource_type)
+        _check_id(resource_id)
+        if not version_id.isdigit() or len(version_id) > 18:
+            raise NotFound(f"No version {version_id!r}", rofecare_code="rofecare-1104")
+        version = await self._store.vread(resource_type, resource_id, int(version_id))
+        if version is None:
+            raise NotFound(
+                f"{resource_type}/{resource_id} has no version {version_id}",
+                rofecare_code="rofecare-1104",
+            )
+        if version.deleted:
+            raise Gone(
+                f"Version {version_id} of {resource_type}/{resource_id} is a deletion",
+                rofecare_code="rofecare-1103",
+            )
+        return version
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        if query.resource_type is not None:
+            self.check_type(query.resource_type)
+        if query.resource_id is not None:
+            assert query.resource_type is not None
+            _check_id(query.resource_id)
+            if await self._store.read(query.resource_type, query.resource_id) is None:
+                raise NotFound(
+                    f"{query.resource_type}/{query.resource_id} is not known",
+                    rofecare_code="rofecare-1102",
+                )
+        return await self._store.history(query)
+
+    async def find(self, resource_type: str, criteria: str, limit: int = 2) -> list[StoredVersion]:
+        self.check_type(resource_type)
+        query = parse_criteria(resource_type, criteria)
+        return await self._store.find(
+            IdentityQuery(query.resource_type, query.ids, query.tokens, limit)
+        )
+
+    # -- validation ------------------------------------------------------------------------
+
+    def structure_issues(self, resource: Any, resource_type: str) -> list[Issue]:
+        return self._validator.validate(resource, resource_type)
+
+    def validate(self, resource: Any, resource_type: str) -> None:
+        """Raise 400 with every structural fault of ``resource``."""
+        issues = self.structure_issues(resource, resource_type)
+        if issues:
+            raise InvalidResource(issues[0].diagnostics, issues=issues)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(
+        self, resource_type: str, resource: Any, *, if_none_exist: str | None = None
+    ) -> WriteResult:
+        """POST: a new resource with a server-assigned id (http.html#create)."""
+        self.check_type(resource_type)
+        self.validate(without_server_meta(resource), resource_type)
+        if if_none_exist is not None:
+            matches = await self.find(resource_type, if_none_exist)
+            if len(matches) > 1:
+                raise PreconditionFailed(
+                    f"If-None-Exist matches more than one {resource_type}",
+                    rofecare_code="rofecare-1201",
+                )
+            if matches:
+                return WriteResult(matches[0], created=False, changed=False)
+        resource = dict(resource)
+        resource["id"] = new_id()
+        return await self._put_version(resource_type, resource["id"], resource, None, "POST")
+
+    async def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: Any,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """PUT to an id: a new version, or update-as-create for an unknown id (http.html#update)."""
+        self.check_type(resource_type)
+        _check_id(resource_id)
+        if isinstance(resource, dict):
+            if "id" not in resource:
+                raise BadRequest(
+                    "An update must carry the resource id in the body",
+                    expression=f"{resource_type}.id",
+                    rofecare_code="rofecare-1202",
+                )
+            if resource["id"] != resource_id:
+                raise BadRequest(
+                    f"The body's id {resource['id']!r} differs from the URL's {resource_id!r}",
+                    expression=f"{resource_type}.id",
+                    rofecare_code="rofecare-1203",
+                )
+        self.validate(without_server_meta(resource), resource_type)
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._store.read(resource_type, resource_id)
+            _check_if_match(if_match, current)
+            if current is None and not self._allow_client_ids:
+                raise MethodNotAllowed(
+                    "This server assigns ids; create with POST", rofecare_code="rofecare-1204"
+                )
+            try:
+                return await self._put_version(resource_type, resource_id, resource, current, "PUT")
+            except VersionConflict:
+                if if_match is not None:
+                    raise _lost_race(resource_type, resource_id) from None
+        raise _lost_race(resource_type, resource_id)
+
+    async def conditional_update(
+        self, resource_type: str, criteria: str, resource: Any, *, if_match: int | None = None
+    ) -> WriteResult:
+        """PUT [type]?criteria (http.html#cond-update)."""
+        self.check_type(resource_type)
+        matches = await self.find(resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The condition matches more than one {resource_type}",
+                rofecare_code="rofecare-1205",
+            )
+        body_id = resource.get("id") if isinstance(resource, dict) else None
+        if matches:
+            target = matches[0].resource_id
+            if body_id is not None and body_id != target:
+                raise BadRequest(
+                    f"The body's id {body_id!r} differs from the matched {target!r}",
+                    expression=f"{resource_type}.id",
+                    rofecare_code="rofecare-1203",
+                )
+            return await self.update(
+                resource_type, target, {**resource, "id": target}, if_match=if_match
+            )
+        if body_id is not None:
+            return await self.update(resource_type, body_id, resource, if_match=if_match)
+        return await self.create(resource_type, resource)
+
+    async def patch(
+        self,
+        resource_type: str,
+        resource_id: str,
+        operations: Any,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """PATCH with a JSON Patch document (http.html#patch, RFC 6902)."""
+        self.check_type(resource_type)
+        _check_id(resource_id)
+        if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
+            raise BadRequest(
+                "A JSON Patch body is an array of operations", rofecare_code="rofecare-1301"
+            )
+        for _ in range(MAX_ATTEMPTS):
+            current = await self.read(resource_type, resource_id)
+            _check_if_match(if_match, current)
+            assert current.body is not None
+            document = orjson.loads(current.body)
+            try:
+                patched = jsonpatch.JsonPatch(operations).apply(document, in_place=False)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+                raise Unprocessable(
+                    f"The patch cannot be applied: {error}", rofecare_code="rofecare-1302"
+                ) from error
+            except (TypeError, ValueError, KeyError, IndexError) as error:
+                raise BadRequest(
+                    f"Malformed JSON Patch: {error}", rofecare_code="rofecare-1301"
+                ) from error
+            if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
+                raise Unprocessable(
+                    "A patch must not change resourceType",
+                    expression=f"{resource_type}.resourceType",
+                    rofecare_code="rofecare-1303",
+                )
+            if patched.get("id") != resource_id:
+                raise Unprocessable(
+                    "A patch must not change the id",
+                    expression=f"{resource_type}.id",
+                    rofecare_code="rofecare-1303",
+                )
+            self.validate(without_server_meta(patched), resource_type)
+            try:
+                return await self._put_version(
+                    resource_type, resource_id, patched, current, "PATCH"
+                )
+            except VersionConflict:
+                if if_match is not None:
+                    raise _lost_race(resource_type, resource_id) from None
+        raise _lost_race(resource_type, resource_id)
+
+    async def delete(
+        self, resource_type: str, resource_id: str, *, if_match: int | None = None
+    ) -> WriteResult:
+        """DELETE: a new version marking the resource gone (http.html#delete); idempotent."""
+        self.check_type(resource_type)
+        _check_id(resource_id)
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._store.read(resource_type, resource_id)
+            if current is None:
+                raise NotFound(
+                    f"{resource_type}/{resource_id} is not known", rofecare_code="rofecare-1102"
+                )
+            _check_if_match(if_match, current)
+            if current.deleted:
+                return WriteResult(current, created=False, changed=False)
+            record = WriteRecord(
+                resource_type=resource_type,
+                resource_id=resource_id,
+                version_id=current.version_id + 1,
+                previous_version=current.version_id,
+                last_updated=now_utc(),
+                method="DELETE",
+                body=None,
+            )
+            try:
+                await self._store.write([record])
+                return WriteResult(_stored(record), created=False)
+            except VersionConflict:
+                if if_match is not None:
+                    raise _lost_race(resource_type, resource_id) from None
+        raise _lost_race(resource_type, resource_id)
+
+    async def conditional_delete(self, resource_type: str, criteria: str) -> WriteResult | None:
+        """DELETE [type]?criteria: one match is deleted, several are 412 (conditional single)."""
+        matches = await self.find(resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"The condition matches more than one {resource_type}",
+                rofecare_code="rofecare-1206",
+            )
+        if not matches:
+            return None
+        return await self.delete(resource_type, matches[0].resource_id)
+
+    async def _put_version(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        current: StoredVersion | None,
+        method: Method,
+    ) -> WriteResult:
+        """Persist ``resource`` as the version after ``current`` (None: a new resource)."""
+        moment = now_utc()
+        current_version = current.version_id if current else 0
+        version_id = current_version + 1
+        body = with_meta({**resource, "id": resource_id}, version_id, to_instant(moment))
+        record = WriteRecord(
+            resource_type=resource_type,
+            resource_id=resource_id,
+            version_id=version_id,
+            previous_version=current_version,
+            last_updated=_millis(moment),
+            method=method,
+            body=orjson.dumps(body),
+            tokens=identifier_tokens(body),
+        )
+        await self._store.write([record])
+        return WriteResult(_stored(record), created=current is None or current.deleted)
+
+
+def _stored(record: WriteRecord) -> StoredVersion:
+    return StoredVersion(
+        resource_type=record.resource_type,
+        resource_id=record.resource_id,
+        version_id=record.version_id,
+        last_updated=record.last_updated,
+        method=record.method,
+        body=record.body,
+    )
+
+
+def _millis(moment: datetime) -> datetime:
+    """Truncate to the millisecond kept in meta.lastUpdated, so store and body agree."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _check_id(resource_id: str) -> None:
+    if not is_valid_id(resource_id):
+        raise BadRequest(
+            f"Invalid resource id {resource_id[:80]!r}: 1-64 letters, digits, '-' or '.'",
+            rofecare_code="rofecare-1105",
+        )
+
+
+def _check_if_match(if_match: int | None, current: StoredVersion | None) -> None:
+    if if_match is None:
+        return
+    if current is None or current.version_id != if_match:
+        now = current.version_id if current else "none"
+        raise PreconditionFailed(
+            f"If-Match asked for version {if_match}, the current version is {now}",
+            rofecare_code="rofecare-1207",
+        )
+
+
+def _lost_race(resource_type: str, resource_id: str) -> FhirError:
+    return PreconditionFailed(
+        f"{resource_type}/{resource_id} was changed by another request; read it and retry",
+        rofecare_code="rofecare-1208",
+    )
+
+
+def without_server_meta(resource: Any) -> Any:
+    """Server-owned meta fields are replaced, never validated as the client sent them."""
+    if isinstance(resource, dict) and isinstance(resource.get("meta"), dict):
+        meta = {
+            k: v
+            for k, v in resource["meta"].items()
+            if k not in ("versionId", "lastUpdated", "_versionId", "_lastUpdated")
+        }
+        resource = dict(resource)
+        if meta:
+            resource["meta"] = meta
+        else:
+            resource.pop("meta")
+    return resource

@@ -1,0 +1,93 @@
+"""``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html).
+
+Runs exactly the checks a create, update or delete would run, and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhir_server.errors import BadRequest, FhirError, Issue
+from fhir_server.model.outcome import information, operation_outcome
+from fhir_server.services.resources import ResourceService, without_server_meta
+
+MODES = ("create", "update", "delete")
+
+
+async def run_validate(
+    service: ResourceService,
+    resource_type: str,
+    resource_id: str | None,
+    body: Any,
+    query: Mapping[str, str],
+) -> dict[str, Any]:
+    service.check_type(resource_type)
+    resource, mode, profile = _arguments(body, query)
+    issues: list[Issue] = []
+    if (
+        profile is not None
+        and profile != f"http://hl7.org/fhir/StructureDefinition/{resource_type}"
+    ):
+        issues.append(
+            Issue("error", "not-supported", f"Unknown profile {profile!r}", "rofecare-1701")
+        )
+    if mode in ("update", "delete") and resource_id is None:
+        raise BadRequest(
+            f"mode={mode} needs the instance URL [type]/[id]/$validate",
+            rofecare_code="rofecare-1702",
+        )
+    if mode == "delete":
+        assert resource_id is not None
+        issues += await _read_issues(service, resource_type, resource_id)
+    else:
+        if resource is None:
+            raise BadRequest("$validate needs a resource", rofecare_code="rofecare-1703")
+        issues += service.structure_issues(without_server_meta(resource), resource_type)
+        if mode == "update" and isinstance(resource, dict) and resource.get("id") != resource_id:
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    "An update must carry the URL's id in the body",
+                    "rofecare-1203",
+                    (f"{resource_type}.id",),
+                )
+            )
+    if not issues:
+        return information("The resource is valid", "rofecare-1700")
+    return operation_outcome(issues)
+
+
+def _arguments(body: Any, query: Mapping[str, str]) -> tuple[Any, str | None, str | None]:
+    """(resource, mode, profile) from a Parameters body or a bare resource plus the URL."""
+    mode = query.get("mode")
+    profile = query.get("profile")
+    resource = body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        resource = None
+        for parameter in body.get("parameter") or []:
+            if not isinstance(parameter, dict):
+                continue
+            name = parameter.get("name")
+            if name == "resource":
+                resource = parameter.get("resource")
+            elif name == "mode":
+                mode = parameter.get("valueCode") or parameter.get("valueString")
+            elif name == "profile":
+                profile = parameter.get("valueCanonical") or parameter.get("valueUri")
+    if mode is not None and mode not in MODES:
+        raise BadRequest(
+            f"mode={mode!r} is not one of {', '.join(MODES)}", rofecare_code="rofecare-1704"
+        )
+    return resource, mode, profile
+
+
+async def _read_issues(
+    service: ResourceService, resource_type: str, resource_id: str
+) -> list[Issue]:
+    try:
+        await service.read(resource_type, resource_id)
+    except FhirError as error:
+        return error.issues
+    return []

@@ -1,0 +1,1 @@
+"""Resource storage: the ``ResourceStore`` protocol and its backends."""

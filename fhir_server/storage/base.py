@@ -1,0 +1,141 @@
+"""The storage contract every backend (SQLite, MongoDB) fulfils.
+
+A store receives fully prepared records (JSON bytes with ``meta`` already set, the version
+number, the search index entries) and persists them atomically; it evaluates no FHIRPath
+and knows no FHIR rules beyond versions. Version numbers give optimistic concurrency: a
+record says which version it replaces, and a store refuses it with ``VersionConflict`` when
+another writer got there first, so no update is ever lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+class VersionConflict(Exception):
+    """The resource's current version is not the one the write was prepared against."""
+
+    def __init__(self, resource_type: str, resource_id: str, current_version: int | None) -> None:
+        super().__init__(f"{resource_type}/{resource_id} is now at version {current_version}")
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+        self.current_version = current_version
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """One token search value (system, code) of a search parameter."""
+
+    param: str
+    system: str | None
+    code: str
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """One new version, ready to persist.
+
+    ``previous_version`` is the version this write replaces: 0 when the resource must not
+    exist yet (create), else the current version seen when the record was prepared.
+    """
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    previous_version: int
+    last_updated: datetime
+    method: Method
+    body: bytes | None
+    tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version as kept by the store; ``body`` is None for a deletion."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    method: Method
+    body: bytes | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """History at system (no type), type (no id) or instance level (https://hl7.org/fhir/R4/http.html#history)."""
+
+    resource_type: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None
+    at: tuple[datetime, datetime] | None = None
+    count: int = 50
+    cursor: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    versions: list[StoredVersion]
+    next_cursor: int | None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class IdentityQuery:
+    """Which current resources of one type match: the conditional-interaction criteria.
+
+    Each tuple is an OR of alternatives; the list of tuples is an AND.
+    ``ids`` restricts to logical ids, ``tokens`` to (param, system, code) matches where a
+    None system matches any system and an empty-string system means "no system".
+    """
+
+    resource_type: str
+    ids: tuple[str, ...] | None = None
+    tokens: tuple[tuple[TokenEntry, ...], ...] = ()
+    limit: int = 2
+
+
+class ResourceStore(Protocol):
+    """What the service layer needs from a backend. All methods are safe to call concurrently."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The current version (possibly a deletion), or None if the id never existed."""
+        ...
+
+    async def vread(
+        self, resource_type: str, resource_id: str, version_id: int
+    ) -> StoredVersion | None: ...
+
+    async def write(self, records: Sequence[WriteRecord]) -> None:
+        """Persist all records in one atomic, durable transaction, or none of them.
+
+        Raises VersionConflict when a record's ``previous_version`` is not the current one.
+        """
+        ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage: ...
+
+    async def find(self, query: IdentityQuery) -> list[StoredVersion]:
+        """Current, non-deleted versions matching ``query``, at most ``query.limit``."""
+        ...
+
+    async def check(self) -> list[str]:
+        """Consistency problems found in the stored data (empty when sound)."""
+        ...

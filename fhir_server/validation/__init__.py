@@ -1,0 +1,1 @@
+"""Validation of resources before they are written: structure, then profiles and invariants."""

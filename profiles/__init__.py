@@ -1,0 +1,1 @@
+"""Rofecare StructureDefinitions, SearchParameters and invariants, one folder per context."""
