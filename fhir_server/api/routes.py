@@ -42,6 +42,11 @@ async def capabilities(request: Request) -> Response:
     return json_response(request.app.state.capability, 200, media, pretty=is_pretty(request))
 
 
+@router.api_route("/metadata", methods=["POST", "PUT", "PATCH", "DELETE"])
+async def capabilities_read_only(request: Request) -> Response:
+    raise MethodNotAllowed("The CapabilityStatement is read-only", rofecare_code="rofecare-1405")
+
+
 # -- history ---------------------------------------------------------------------------------
 
 

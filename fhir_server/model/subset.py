@@ -22,10 +22,12 @@ def _matches(name: str, paths: frozenset[str], prefix: str) -> bool:
     path = prefix + key
     if path in paths:
         return True
-    # A choice element: 'valueQuantity' is listed as 'value[x]'.
+    # A choice element: 'valueQuantity' is listed as 'value[x]' (or asked for as 'value').
     for index in range(1, len(key)):
-        if key[index].isupper() and (prefix + key[:index] + "[x]") in paths:
-            return True
+        if key[index].isupper():
+            stem = prefix + key[:index]
+            if stem + "[x]" in paths or stem in paths:
+                return True
     return False
 
 

@@ -13,6 +13,7 @@ with ``\\Z`` instead: ``"id": "abc\\n"`` must not pass as a valid id.
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,10 +49,6 @@ class StructureValidator:
     def __init__(self, resource_types: frozenset[str], max_depth: int = 64) -> None:
         self._resource_types = resource_types
         self._max_depth = max_depth
-        self._lock = threading.Lock()
-        self._fast: Callable[[dict[str, Any]], Any] | None = None
-        self._schema: dict[str, Any] | None = None
-        self._detailed: dict[str, jsonschema.Draft6Validator] = {}
 
     def warm_up(self) -> None:
         """Compile now (about a second) rather than on the first write."""
@@ -86,40 +83,64 @@ class StructureValidator:
             return [_issue("The resource is nested too deeply to validate", None)]
 
     def _compiled(self) -> Callable[[dict[str, Any]], Any]:
-        with self._lock:
-            if self._fast is None:
-                schema = copy.deepcopy(load_schema())
-                _prepare(schema)
-                self._schema = schema
-                root = {
-                    "$schema": schema["$schema"],
-                    "definitions": schema["definitions"],
-                    "type": "object",
-                    "properties": {
-                        name: {"$ref": f"#/definitions/{name}"} for name in self._resource_types
-                    },
-                }
-                self._fast = fastjsonschema.compile(root, detailed_exceptions=False)
-            return self._fast
+        return _fast_validator(self._resource_types)
 
     def _explain(self, resource_type: str, resource: dict[str, Any]) -> list[Issue]:
-        with self._lock:
-            validator = self._detailed.get(resource_type)
-            if validator is None:
-                assert self._schema is not None
-                root = {
-                    "$schema": self._schema["$schema"],
-                    "definitions": self._schema["definitions"],
-                    "$ref": f"#/definitions/{resource_type}",
-                }
-                validator = jsonschema.Draft6Validator(root)
-                self._detailed[resource_type] = validator
+        validator = _detailed_validator(resource_type)
         issues: list[Issue] = []
         for error in sorted(validator.iter_errors(resource), key=lambda e: list(e.path)):
             issues.extend(_describe(resource_type, error))
             if len(issues) >= MAX_REPORTED_ISSUES:
                 break
         return issues or [_issue("The resource does not conform to the R4 schema", None)]
+
+
+# The schema is immutable data, so its compiled forms are shared by every validator in the
+# process (tests build many apps; each compile costs about a second).
+_compile_lock = threading.Lock()
+
+
+@functools.cache
+def _prepared_schema() -> dict[str, Any]:
+    schema = copy.deepcopy(load_schema())
+    _prepare(schema)
+    return schema
+
+
+@functools.cache
+def _fast_validator_unlocked(resource_types: frozenset[str]) -> Callable[[dict[str, Any]], Any]:
+    schema = _prepared_schema()
+    root = {
+        "$schema": schema["$schema"],
+        "definitions": schema["definitions"],
+        "type": "object",
+        "properties": {name: {"$ref": f"#/definitions/{name}"} for name in resource_types},
+    }
+    compiled: Callable[[dict[str, Any]], Any] = fastjsonschema.compile(
+        root, detailed_exceptions=False
+    )
+    return compiled
+
+
+def _fast_validator(resource_types: frozenset[str]) -> Callable[[dict[str, Any]], Any]:
+    with _compile_lock:
+        return _fast_validator_unlocked(resource_types)
+
+
+@functools.cache
+def _detailed_validator_unlocked(resource_type: str) -> jsonschema.Draft6Validator:
+    schema = _prepared_schema()
+    root = {
+        "$schema": schema["$schema"],
+        "definitions": schema["definitions"],
+        "$ref": f"#/definitions/{resource_type}",
+    }
+    return jsonschema.Draft6Validator(root)
+
+
+def _detailed_validator(resource_type: str) -> jsonschema.Draft6Validator:
+    with _compile_lock:
+        return _detailed_validator_unlocked(resource_type)
 
 
 def _describe(resource_type: str, error: jsonschema.ValidationError) -> list[Issue]:
@@ -139,7 +160,8 @@ def _describe(resource_type: str, error: jsonschema.ValidationError) -> list[Iss
             _issue(f"Wrong type: {_short(error.instance)} is not {error.validator_value}", path)
         ]
     if error.validator == "enum":
-        allowed = ", ".join(str(v) for v in error.validator_value[:12])
+        values = error.validator_value if isinstance(error.validator_value, list) else []
+        allowed = ", ".join(str(v) for v in values[:12])
         return [
             _issue(
                 f"Invalid code {_short(error.instance)}; allowed: {allowed}", path, "code-invalid"

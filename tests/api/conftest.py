@@ -1,0 +1,84 @@
+"""API tests drive the real ASGI app (lifespan included) on a real SQLite file in tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fhir_server.app import build_app
+from fhir_server.config import Settings
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def patient(**extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-1"}],
+        "name": [{"family": "Okafor", "given": ["Ada"]}],
+        "gender": "female",
+        "birthDate": "1984-03-02",
+    }
+    body.update(extra)
+    return body
+
+
+def observation(subject: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": subject},
+        "valueQuantity": {
+            "value": 72,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+    }
+    body.update(extra)
+    return body
+
+
+def make_client(tmp_path: Path, **settings: Any) -> TestClient:
+    app = build_app(Settings(data_dir=tmp_path, **settings))
+    return TestClient(app, base_url="http://testserver", raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with make_client(tmp_path) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def created(client: TestClient) -> dict[str, Any]:
+    response = client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON)
+    assert response.status_code == 201
+    resource: dict[str, Any] = response.json()
+    return resource
+
+
+def assert_outcome(
+    response: Any, status: int, code: str | None = None, expression: str | None = None
+) -> dict[str, Any]:
+    """The response is an OperationOutcome with this status, Rofecare code and path."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome: dict[str, Any] = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    if code is not None:
+        codes = [
+            coding["code"]
+            for issue in outcome["issue"]
+            for coding in issue.get("details", {}).get("coding", [])
+        ]
+        assert code in codes, outcome
+    if expression is not None:
+        paths = [path for issue in outcome["issue"] for path in issue.get("expression", [])]
+        assert expression in paths, outcome
+    return outcome

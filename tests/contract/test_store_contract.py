@@ -1,0 +1,232 @@
+"""The ResourceStore contract: versions, history, conditional lookups, atomicity, concurrency.
+
+Every backend must pass this file unchanged (see conftest.BACKENDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhir_server.storage.base import (
+    HistoryQuery,
+    IdentityQuery,
+    ResourceStore,
+    TokenEntry,
+    VersionConflict,
+    WriteRecord,
+)
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def record(
+    resource_id: str,
+    version: int,
+    *,
+    resource_type: str = "Patient",
+    at: datetime | None = None,
+    deleted: bool = False,
+    tokens: tuple[TokenEntry, ...] = (),
+    previous: int | None = None,
+) -> WriteRecord:
+    body = None
+    if not deleted:
+        body = orjson.dumps(
+            {"resourceType": resource_type, "id": resource_id, "meta": {"versionId": str(version)}}
+        )
+    return WriteRecord(
+        resource_type=resource_type,
+        resource_id=resource_id,
+        version_id=version,
+        previous_version=version - 1 if previous is None else previous,
+        last_updated=at or T0 + timedelta(minutes=version),
+        method="DELETE" if deleted else ("POST" if version == 1 else "PUT"),
+        body=body,
+        tokens=tokens,
+    )
+
+
+async def test_read_of_unknown_id_is_none(store: ResourceStore) -> None:
+    assert await store.read("Patient", "nope") is None
+    assert await store.vread("Patient", "nope", 1) is None
+
+
+async def test_every_version_is_kept_and_read_returns_the_newest(store: ResourceStore) -> None:
+    for version in (1, 2, 3):
+        await store.write([record("a", version)])
+    current = await store.read("Patient", "a")
+    assert current is not None and current.version_id == 3
+    for version in (1, 2, 3):
+        stored = await store.vread("Patient", "a", version)
+        assert stored is not None and stored.body is not None
+        assert orjson.loads(stored.body)["meta"]["versionId"] == str(version)
+        assert stored.last_updated == T0 + timedelta(minutes=version)
+
+
+async def test_delete_is_a_version_and_history_keeps_it(store: ResourceStore) -> None:
+    await store.write([record("a", 1)])
+    await store.write([record("a", 2, deleted=True)])
+    current = await store.read("Patient", "a")
+    assert current is not None and current.deleted and current.body is None
+    assert (await store.vread("Patient", "a", 1)) is not None
+    page = await store.history(HistoryQuery("Patient", "a"))
+    assert [(v.version_id, v.deleted) for v in page.versions] == [(2, True), (1, False)]
+
+
+async def test_write_refuses_a_stale_previous_version(store: ResourceStore) -> None:
+    await store.write([record("a", 1)])
+    await store.write([record("a", 2)])
+    with pytest.raises(VersionConflict) as caught:
+        await store.write([record("a", 2)])
+    assert caught.value.current_version == 2
+    with pytest.raises(VersionConflict):
+        await store.write([record("a", 1)])  # create over an existing resource
+
+
+async def test_a_failed_batch_writes_nothing(store: ResourceStore) -> None:
+    await store.write([record("b", 1)])
+    with pytest.raises(VersionConflict):
+        await store.write([record("a", 1), record("b", 1)])
+    assert await store.read("Patient", "a") is None
+    page = await store.history(HistoryQuery())
+    assert [(v.resource_id, v.version_id) for v in page.versions] == [("b", 1)]
+
+
+async def test_types_are_separate_id_spaces(store: ResourceStore) -> None:
+    await store.write([record("x", 1, resource_type="Patient")])
+    await store.write([record("x", 1, resource_type="Observation")])
+    patient = await store.read("Patient", "x")
+    observation = await store.read("Observation", "x")
+    assert patient is not None and observation is not None
+    assert patient.body != observation.body
+
+
+async def test_history_levels_order_and_paging(store: ResourceStore) -> None:
+    await store.write([record("a", 1, at=T0)])
+    await store.write([record("o", 1, resource_type="Observation", at=T0 + timedelta(seconds=1))])
+    await store.write([record("a", 2, at=T0 + timedelta(seconds=2))])
+    await store.write([record("b", 1, at=T0 + timedelta(seconds=3))])
+    system = await store.history(HistoryQuery())
+    assert [(v.resource_id, v.version_id) for v in system.versions] == [
+        ("b", 1),
+        ("a", 2),
+        ("o", 1),
+        ("a", 1),
+    ]
+    by_type = await store.history(HistoryQuery("Patient"))
+    assert [(v.resource_id, v.version_id) for v in by_type.versions] == [
+        ("b", 1),
+        ("a", 2),
+        ("a", 1),
+    ]
+    first = await store.history(HistoryQuery(count=3))
+    assert len(first.versions) == 3 and first.next_cursor is not None
+    # New writes after the first page do not shift the second page.
+    await store.write([record("c", 1, at=T0 + timedelta(seconds=9))])
+    second = await store.history(HistoryQuery(count=3, cursor=first.next_cursor))
+    assert [(v.resource_id, v.version_id) for v in second.versions] == [("a", 1)]
+    assert second.next_cursor is None
+
+
+async def test_history_since_and_at(store: ResourceStore) -> None:
+    await store.write([record("a", 1, at=T0)])
+    await store.write([record("a", 2, at=T0 + timedelta(hours=1))])
+    await store.write([record("a", 3, at=T0 + timedelta(hours=2))])
+    since = await store.history(HistoryQuery("Patient", "a", since=T0 + timedelta(hours=1)))
+    assert [v.version_id for v in since.versions] == [3, 2]
+    # Version 2 was current from 01:00 to 02:00; _at=01:30 (a one-minute period) finds only it.
+    start = T0 + timedelta(hours=1, minutes=30)
+    at = await store.history(HistoryQuery("Patient", "a", at=(start, start + timedelta(minutes=1))))
+    assert [v.version_id for v in at.versions] == [2]
+    # A period covering the whole day finds every version that was current during it.
+    whole_day = await store.history(HistoryQuery("Patient", "a", at=(T0, T0 + timedelta(days=1))))
+    assert [v.version_id for v in whole_day.versions] == [3, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (IdentityQuery("Patient", ids=("a",)), ["a"]),
+        (IdentityQuery("Patient", ids=("a", "b"), limit=5), ["a", "b"]),
+        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", "urn:mrn", "1"),),)), ["a"]),
+        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", None, "1"),),)), ["a", "c"]),
+        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", "", "1"),),)), ["c"]),
+        (
+            IdentityQuery(
+                "Patient",
+                tokens=(
+                    (
+                        TokenEntry("identifier", "urn:mrn", "1"),
+                        TokenEntry("identifier", "urn:mrn", "2"),
+                    ),
+                ),
+                limit=5,
+            ),
+            ["a", "b"],
+        ),
+        (
+            IdentityQuery(
+                "Patient",
+                ids=("b",),
+                tokens=((TokenEntry("identifier", "urn:mrn", "1"),),),
+            ),
+            [],
+        ),
+        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", None, "gone"),),)), []),
+        (IdentityQuery("Observation", ids=("a",)), []),
+    ],
+)
+async def test_find_by_id_and_identifier(
+    store: ResourceStore, query: IdentityQuery, expected: list[str]
+) -> None:
+    await store.write([record("a", 1, tokens=(TokenEntry("identifier", "urn:mrn", "1"),))])
+    await store.write([record("b", 1, tokens=(TokenEntry("identifier", "urn:mrn", "2"),))])
+    await store.write([record("c", 1, tokens=(TokenEntry("identifier", None, "1"),))])
+    await store.write([record("d", 1, tokens=(TokenEntry("identifier", None, "gone"),))])
+    await store.write([record("d", 2, deleted=True)])
+    found = await store.find(query)
+    assert [version.resource_id for version in found] == expected
+
+
+async def test_index_entries_follow_the_current_version(store: ResourceStore) -> None:
+    old = TokenEntry("identifier", "urn:mrn", "old")
+    new = TokenEntry("identifier", "urn:mrn", "new")
+    await store.write([record("a", 1, tokens=(old,))])
+    await store.write([record("a", 2, tokens=(new,))])
+    assert await store.find(IdentityQuery("Patient", tokens=((old,),))) == []
+    found = await store.find(IdentityQuery("Patient", tokens=((new,),)))
+    assert [v.version_id for v in found] == [2]
+
+
+async def test_concurrent_writers_of_one_version_have_exactly_one_winner(
+    store: ResourceStore,
+) -> None:
+    await store.write([record("a", 1)])
+    outcomes = await asyncio.gather(
+        *(store.write([record("a", 2)]) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(outcome is None for outcome in outcomes) == 1
+    assert all(isinstance(o, VersionConflict) for o in outcomes if o is not None)
+    assert (await store.check()) == []
+
+
+async def test_data_survives_reopening(store_factory: object, tmp_path: Path) -> None:
+    from tests.contract.conftest import StoreFactory
+
+    factory: StoreFactory = store_factory  # type: ignore[assignment]
+    first = factory(tmp_path)
+    await first.open()
+    await first.write([record("a", 1), record("b", 1)])
+    await first.close()
+    second = factory(tmp_path)
+    await second.open()
+    try:
+        assert (await second.read("Patient", "a")) is not None
+        assert (await second.check()) == []
+    finally:
+        await second.close()
