@@ -85,14 +85,23 @@ class StructureValidator:
     def _compiled(self) -> Callable[[dict[str, Any]], Any]:
         return _fast_validator(self._resource_types)
 
-    def _explain(self, resource_type: str, resource: dict[str, Any]) -> list[Issue]:
+    def _explain(
+        self, resource_type: str, resource: dict[str, Any], path: str | None = None
+    ) -> list[Issue]:
+        """Every fault with its path; a contained resource is explained against its own type."""
         validator = _detailed_validator(resource_type)
         issues: list[Issue] = []
         for error in sorted(validator.iter_errors(resource), key=lambda e: list(e.path)):
-            issues.extend(_describe(resource_type, error))
+            instance = error.instance
+            contained_type = instance.get("resourceType") if isinstance(instance, dict) else None
+            if error.validator == "oneOf" and contained_type in self._resource_types:
+                inner_path = fhirpath_of(path or resource_type, error.absolute_path)
+                issues.extend(self._explain(contained_type, instance, inner_path))
+            else:
+                issues.extend(_describe(path or resource_type, error))
             if len(issues) >= MAX_REPORTED_ISSUES:
                 break
-        return issues or [_issue("The resource does not conform to the R4 schema", None)]
+        return issues or [_issue("The resource does not conform to the R4 schema", path)]
 
 
 # The schema is immutable data, so its compiled forms are shared by every validator in the

@@ -194,3 +194,12 @@ def test_an_unexpected_error_is_a_500_outcome_without_internals(tmp_path: Any) -
         outcome = assert_outcome(response, 500, "rofecare-1500")
         assert "secret" not in response.text
         assert "request id" in outcome["issue"][0]["diagnostics"]
+
+
+def test_contained_resources_are_explained_against_their_own_type(client: TestClient) -> None:
+    body = patient(contained=[{"resourceType": "Organization", "id": "o", "colour": "red"}])
+    outcome = assert_outcome(
+        client.post("/fhir/Patient", json=body, headers=FHIR_JSON), 400, "rofecare-1401"
+    )
+    paths = {path for issue in outcome["issue"] for path in issue.get("expression", [])}
+    assert "Patient.contained[0].colour" in paths
