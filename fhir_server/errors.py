@@ -8,21 +8,9 @@ expression of the faulty element. One handler in ``api`` renders them as Operati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
-Severity = Literal["fatal", "error", "warning", "information"]
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One OperationOutcome.issue."""
-
-    severity: Severity
-    code: str
-    diagnostics: str
-    rofecare_code: str | None = None
-    expression: tuple[str, ...] = field(default_factory=tuple)
+# Re-exported: callers raise errors and build issues from one module.
+from fhir_server.model.outcome import Issue as Issue
+from fhir_server.model.outcome import Severity as Severity
 
 
 class FhirError(Exception):

@@ -9,15 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fhir_server.model.subset import ElementSets
+
 DATA_DIR = Path(str(resources.files("fhir_server.definitions") / "data"))
-
-
-@dataclass(frozen=True)
-class ElementSets:
-    """Element paths of one resource type that ``_summary`` and ``_elements`` need."""
-
-    summary: frozenset[str]
-    mandatory: frozenset[str]
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from fhir_server.errors import Issue
+Severity = Literal["fatal", "error", "warning", "information"]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One OperationOutcome.issue."""
+
+    severity: Severity
+    code: str
+    diagnostics: str
+    rofecare_code: str | None = None
+    expression: tuple[str, ...] = field(default_factory=tuple)
+
 
 ROFECARE_CODE_SYSTEM = "http://rofecare.com/fhir/CodeSystem/outcome-code"
 

@@ -7,10 +7,19 @@ mandatory elements are always kept, as the specification asks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.definitions.registry import ElementSets
 from fhir_server.model.resource import SUBSETTED_TAG
+
+
+@dataclass(frozen=True)
+class ElementSets:
+    """Element paths of one resource type that ``_summary`` and ``_elements`` need."""
+
+    summary: frozenset[str]
+    mandatory: frozenset[str]
+
 
 ALWAYS = frozenset({"resourceType", "id", "meta"})
 SUMMARY_MODES = ("true", "false", "text", "data", "count")

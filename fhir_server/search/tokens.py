@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.storage.base import TokenEntry
+from fhir_server.search.values import TokenEntry
 
 
 def split_escaped(text: str, separator: str) -> list[str]:

@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl
 from fhir_server.errors import BadRequest
 from fhir_server.model.ids import is_valid_id
 from fhir_server.search.tokens import split_escaped
-from fhir_server.storage.base import IdentityQuery, TokenEntry
+from fhir_server.search.values import TokenEntry
+from fhir_server.storage.base import IdentityQuery
 
 SUPPORTED = ("_id", "identifier")
 

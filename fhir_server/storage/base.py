@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+# Re-exported: records and queries carry search values.
+from fhir_server.search.values import TokenEntry as TokenEntry
+
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -25,15 +28,6 @@ class VersionConflict(Exception):
         self.resource_type = resource_type
         self.resource_id = resource_id
         self.current_version = current_version
-
-
-@dataclass(frozen=True)
-class TokenEntry:
-    """One token search value (system, code) of a search parameter."""
-
-    param: str
-    system: str | None
-    code: str
 
 
 @dataclass(frozen=True)
