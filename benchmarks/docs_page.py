@@ -1,0 +1,255 @@
+"""docs/benchmarks.md from a benchmark run, and the machine it ran on.
+
+Why: figures without the machine, the date and the exact command cannot be compared or
+repeated. ``--write-docs`` rewrites the page whole, except its "What limits it" section,
+which a person writes from what the figures and the profile show; it is carried over.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from report import COLUMNS, NOISY, Profile, Result, cells, target_lines
+
+LIMITS_HEADING = "## What limits it"
+
+
+# -- machine -------------------------------------------------------------------------------
+
+
+def machine(data_dir: Path) -> list[tuple[str, str]]:
+    """What the figures depend on, read from the running system."""
+    cpu = _first(Path("/proc/cpuinfo"), r"^model name\s*:\s*(.+)$") or platform.processor()
+    mem_kb = _first(Path("/proc/meminfo"), r"^MemTotal:\s*(\d+) kB")
+    memory = f"{int(mem_kb) / 1024 / 1024:.1f} GiB" if mem_kb else "unknown"
+    os_name = _first(Path("/etc/os-release"), r'^PRETTY_NAME="?([^"\n]+)"?') or platform.system()
+    packages = ", ".join(
+        f"{name} {_version(name)}"
+        for name in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "orjson")
+    )
+    return [
+        ("CPU", cpu),
+        ("CPUs available (nproc)", str(len(os.sched_getaffinity(0)))),
+        ("memory", memory),
+        ("OS", f"{os_name}, Linux {platform.release()}"),
+        ("Python", sys.version.split()[0]),
+        ("SQLite", sqlite3.sqlite_version),
+        ("data directory filesystem", _filesystem(data_dir)),
+        ("wrk", _wrk_version()),
+        ("Rofecare", _version("rofecare")),
+        ("packages", packages),
+    ]
+
+
+def _first(path: Path, pattern: str) -> str | None:
+    try:
+        match = re.search(pattern, path.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return match[1].strip() if match else None
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _filesystem(path: Path) -> str:
+    best, kind = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    resolved = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) > 2 and resolved.startswith(fields[1]) and len(fields[1]) > len(best):
+            best, kind = fields[1], fields[2]
+    return kind
+
+
+def _wrk_version() -> str:
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    first = (done.stdout or done.stderr).splitlines()
+    return first[0].split(" Copyright")[0].strip() if first else "unknown"
+
+
+# -- docs/benchmarks.md ----------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything a docs page needs from one run."""
+
+    date: str
+    command: str
+    duration: int
+    connections: int
+    threads: int
+    patients: int
+    results: list[Result]
+    baselines: list[Result]
+    profile: Profile | None
+    machine: list[tuple[str, str]]
+
+
+_PLACEHOLDER_LIMITS = f"""{LIMITS_HEADING}
+
+Not written yet: run with `--profile` and describe what the figures and the profile show.
+"""
+
+
+def write_docs(path: Path, run: Run) -> None:
+    old = path.read_text() if path.exists() else ""
+    limits = _section(old, LIMITS_HEADING) or _PLACEHOLDER_LIMITS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(run).rstrip() + "\n\n" + limits.strip() + "\n")
+
+
+def _section(text: str, heading: str) -> str | None:
+    start = text.find("\n" + heading)
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + len(heading) + 1)
+    return text[start + 1 : end if end >= 0 else len(text)]
+
+
+def render(run: Run) -> str:
+    by_name = {r.scenario: r for r in run.results}
+    out = [
+        "# Benchmarks",
+        "",
+        "How fast the FHIR REST API answers on one machine, measured with one command so that",
+        "anyone can repeat it and every change can be compared with the figures below. They",
+        "are figures of one run on the machine listed, not a promise for other hardware.",
+        "",
+        "## How to run",
+        "",
+        "```sh",
+        "python benchmarks/rest.py                 # the three scenarios, 15 s each",
+        "python benchmarks/rest.py --baseline      # + the bare FastAPI + SQLite read",
+        "python benchmarks/rest.py --profile       # + a py-spy profile of the server under reads",
+        "python benchmarks/rest.py --profile create   # ... or under creates (or updates)",
+        "python benchmarks/rest.py --baseline --profile --write-docs   # rewrites this page",
+        "```",
+        "",
+        "Needs `wrk` (`apt-get install wrk`); `--profile` needs `py-spy` (`pip install py-spy`).",
+        "Other options: `--duration`, `--connections`, `--threads`, `--patients`, `--warmup`,",
+        "`--port`, `--keep` (keep the temporary data directory). The page is rewritten whole",
+        'except the "What limits it" section, which is written by hand.',
+        "",
+        "## What is measured",
+        "",
+        "- The server is `rofecare serve` as shipped: one uvicorn worker, the embedded SQLite",
+        "  store with `synchronous=FULL` (an acknowledged write is on disk), a fresh data",
+        "  directory under the system temporary directory. The benchmark starts it, waits for",
+        "  `GET /ready`, and stops it with SIGTERM (then SIGKILL) whatever happens.",
+        f"- {run.patients:,} Patients are created over HTTP first: identifier with system",
+        "  and value, official name, gender, birth date, home address, phone, sometimes e-mail.",
+        f"- wrk runs each scenario for {run.duration} s with {run.connections} keep-alive"
+        f" connections on {run.threads} threads, after a",
+        "  discarded warm-up, replaying pre-built requests (`benchmarks/lua/replay.lua`):",
+        "  - **read**: `GET /fhir/Patient/{id}` cycling over the seeded ids;",
+        "  - **create**: `POST /fhir/Patient`, each body validated against the R4 schema;",
+        "  - **update**: `PUT /fhir/Patient/{id}` with a full body, spread over the seeded ids,",
+        "    without `If-Match` (two updates of one id at once are retried by the server).",
+        "- Latency is wrk's, per request, from send to last byte. Any non-2xx answer or socket",
+        "  error fails the scenario.",
+        "- CPU columns are shares of one core over the run (100 % = one core, the machine has",
+        "  the CPUs listed below): the server process (all threads), its main thread (where",
+        "  uvicorn runs the event loop), the kernel part of the server's time, wrk (it runs on",
+        "  the same machine), and every other program (a high figure there means a noisy run).",
+        "- Repeated runs on an otherwise idle machine differ by about 10 %; compare changes",
+        "  with several runs, not one.",
+        "",
+        "## Results",
+        "",
+        f"Measured {run.date} with `{run.command}`.",
+        "",
+        *_header("scenario"),
+    ]
+    for r in run.results:
+        out.append(_row(r))
+    noisy = [r.scenario for r in [*run.results, *run.baselines] if r.other_cpu > NOISY]
+    if noisy:
+        out += ["", f"Other programs used the CPU during {', '.join(noisy)}: noisy figures."]
+    out += ["", "| target | measured | |", "|---|--:|---|"]
+    for label, shown, verdict in target_lines(by_name):
+        shown_verdict = verdict if verdict == "met" else f"**{verdict}**"
+        out.append(f"| {label} | {shown} | {shown_verdict} |")
+    out += ["", "### Compared with a bare FastAPI + SQLite read", ""]
+    if not run.baselines:
+        out.append("Not measured in this run (add `--baseline`).")
+    else:
+        out += [
+            "`benchmarks/baseline_app.py`: one FastAPI `GET` route, a primary-key `SELECT` with",
+            "stdlib `sqlite3` from a file holding the same Patients, bytes returned as stored,",
+            "same uvicorn settings, same read scenario. The route is a plain `def`, so FastAPI",
+            "runs it in its thread pool, as Rofecare's store runs its queries in threads. The",
+            "second row (`--inline`) runs the query on the event loop thread instead, to show",
+            "what the hop to a thread and back costs; it is a measurement, not a design.",
+            "",
+            *_header("app"),
+            *[_row(r) for r in run.baselines],
+        ]
+        read = by_name.get("read")
+        if read is not None and run.baselines[0].rps:
+            share = read.rps / run.baselines[0].rps
+            out += ["", f"Rofecare's read runs at {share:.0%} of the bare app's rate."]
+    out += ["", "### Machine", ""]
+    out += [f"- {name}: {value}" for name, value in run.machine]
+    scenario = run.profile.scenario if run.profile else "read"
+    out += ["", f"### Profile of the {scenario} scenario", ""]
+    if run.profile is None:
+        out.append("Not recorded in this run (add `--profile`).")
+    else:
+        out += [
+            "py-spy sampled the server (`--gil`: the thread holding the GIL) during a separate",
+            f"{scenario} run ({run.profile.rps:,.0f} requests/s while sampled);"
+            f" {run.profile.samples:,} samples, so the GIL was held about"
+            f" {run.profile.gil_share:.0%} of the time.",
+            "",
+            "Own time by package: "
+            + ", ".join(
+                f"{name} {n / run.profile.samples:.0%}" for name, n in run.profile.packages[:8]
+            )
+            + ".",
+            "",
+            "Own time (the function itself), top 12:",
+            "",
+            "| share | function |",
+            "|--:|---|",
+        ]
+        out += [_profile_row(f, n, run.profile.samples) for f, n in run.profile.own[:12]]
+        out += [
+            "",
+            "Total time (the function and what it calls), Rofecare code, top 12:",
+            "",
+            "| share | function |",
+            "|--:|---|",
+        ]
+        out += [_profile_row(f, n, run.profile.samples) for f, n in run.profile.total[:12]]
+    return "\n".join(out) + "\n"
+
+
+def _header(first: str) -> list[str]:
+    titles = [first] + [title for title, _ in COLUMNS]
+    return ["| " + " | ".join(titles) + " |", "|---|" + "--:|" * len(COLUMNS)]
+
+
+def _row(r: Result, name: str | None = None) -> str:
+    return "| " + " | ".join(cells(r, name)) + " |"
+
+
+def _profile_row(frame: str, count: int, samples: int) -> str:
+    return f"| {count / samples:.1%} | `{frame}` |"
