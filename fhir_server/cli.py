@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
 
 from fhir_server import __version__
 from fhir_server.config import Settings
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,6 +34,12 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    # uvicorn handles SIGINT/SIGTERM itself (requests in flight finish, the lifespan closes
+    # the store), then restores the previous handlers and raises the signal again. With the
+    # default handlers that re-raise would kill the process with status 143 after a perfectly
+    # clean shutdown; these handlers turn it into exit status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     uvicorn.run(
         "fhir_server.app:create_app",
         factory=True,

@@ -192,9 +192,7 @@ async def create(
     service.check_type(resource_type)
     require_json_body(request)
     body = await read_json(request, settings.max_body_bytes)
-    result = await service.create(
-        resource_type, body, if_none_exist=request.headers.get("if-none-exist")
-    )
+    result = await service.create(resource_type, body, if_none_exist=_create_condition(request))
     status = 201 if result.created else 200
     return write_response(request, result.version, media, status=status, pretty=is_pretty(request))
 
@@ -222,6 +220,25 @@ async def conditional_delete(request: Request, resource_type: str, service: Serv
         outcome = information("No resource matched the condition; nothing was deleted")
         return json_response(outcome, 200, media)
     return _deleted(request, result.version, media)
+
+
+RESULT_PARAMETERS = ("_format", "_pretty")
+
+
+def _create_condition(request: Request) -> str | None:
+    """The condition of a conditional create: the R4 ``If-None-Exist`` header, or search
+    parameters in the query string (``POST Patient?identifier=...``), as sent by clients such
+    as fhirpy's ``get_or_create``. Never ignored: an unsupported parameter is a 400."""
+    header = request.headers.get("if-none-exist")
+    query = urlencode(
+        [(k, v) for k, v in request.query_params.multi_items() if k not in RESULT_PARAMETERS]
+    )
+    if header is not None and query:
+        raise BadRequest(
+            "Give the condition either in If-None-Exist or in the query string, not both",
+            rofecare_code="rofecare-1606",
+        )
+    return header if header is not None else (query or None)
 
 
 def _criteria(request: Request, interaction: str) -> str:

@@ -9,6 +9,8 @@ another writer got there first, and the write is then re-prepared on the fresh v
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,7 @@ from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
 from fhir_server.search.tokens import identifier_tokens
 from fhir_server.services.criteria import parse_criteria
+from fhir_server.services.locks import KeyedLocks
 from fhir_server.storage.base import (
     HistoryPage,
     HistoryQuery,
@@ -45,7 +48,13 @@ from fhir_server.storage.base import (
 )
 from fhir_server.validation.structure import StructureValidator
 
-MAX_ATTEMPTS = 5
+# Writes of one resource queue inside a process (KeyedLocks); these retries cover the rarer
+# race with another worker process on the same database, with a short random back-off.
+MAX_ATTEMPTS = 20
+
+
+async def _back_off(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class ResourceService:
         self._definitions = definitions
         self._validator = validator
         self._allow_client_ids = allow_client_ids
+        self._locks = KeyedLocks()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -153,7 +163,10 @@ class ResourceService:
         """POST: a new resource with a server-assigned id (http.html#create)."""
         self.check_type(resource_type)
         self.validate(without_server_meta(resource), resource_type)
-        if if_none_exist is not None:
+        if if_none_exist is None:
+            return await self._create(resource_type, resource)
+        # Two identical conditional creates at once must not both create (in this process).
+        async with self._locks.hold(("If-None-Exist", resource_type, if_none_exist)):
             matches = await self.find(resource_type, if_none_exist)
             if len(matches) > 1:
                 raise PreconditionFailed(
@@ -162,6 +175,9 @@ class ResourceService:
                 )
             if matches:
                 return WriteResult(matches[0], created=False, changed=False)
+            return await self._create(resource_type, resource)
+
+    async def _create(self, resource_type: str, resource: dict[str, Any]) -> WriteResult:
         resource = dict(resource)
         resource["id"] = new_id()
         return await self._put_version(resource_type, resource["id"], resource, None, "POST")
@@ -191,7 +207,13 @@ class ResourceService:
                     rofecare_code="rofecare-1203",
                 )
         self.validate(without_server_meta(resource), resource_type)
-        for _ in range(MAX_ATTEMPTS):
+        async with self._locks.hold((resource_type, resource_id)):
+            return await self._update(resource_type, resource_id, resource, if_match)
+
+    async def _update(
+        self, resource_type: str, resource_id: str, resource: Any, if_match: int | None
+    ) -> WriteResult:
+        for attempt in range(MAX_ATTEMPTS):
             current = await self._store.read(resource_type, resource_id)
             _check_if_match(if_match, current)
             if current is None and not self._allow_client_ids:
@@ -203,6 +225,7 @@ class ResourceService:
             except VersionConflict:
                 if if_match is not None:
                     raise _lost_race(resource_type, resource_id) from None
+                await _back_off(attempt)
         raise _lost_race(resource_type, resource_id)
 
     async def conditional_update(
@@ -247,7 +270,13 @@ class ResourceService:
             raise BadRequest(
                 "A JSON Patch body is an array of operations", rofecare_code="rofecare-1301"
             )
-        for _ in range(MAX_ATTEMPTS):
+        async with self._locks.hold((resource_type, resource_id)):
+            return await self._patch(resource_type, resource_id, operations, if_match)
+
+    async def _patch(
+        self, resource_type: str, resource_id: str, operations: list[Any], if_match: int | None
+    ) -> WriteResult:
+        for attempt in range(MAX_ATTEMPTS):
             current = await self.read(resource_type, resource_id)
             _check_if_match(if_match, current)
             assert current.body is not None
@@ -282,6 +311,7 @@ class ResourceService:
             except VersionConflict:
                 if if_match is not None:
                     raise _lost_race(resource_type, resource_id) from None
+                await _back_off(attempt)
         raise _lost_race(resource_type, resource_id)
 
     async def delete(
@@ -290,7 +320,13 @@ class ResourceService:
         """DELETE: a new version marking the resource gone (http.html#delete); idempotent."""
         self.check_type(resource_type)
         _check_id(resource_id)
-        for _ in range(MAX_ATTEMPTS):
+        async with self._locks.hold((resource_type, resource_id)):
+            return await self._delete(resource_type, resource_id, if_match)
+
+    async def _delete(
+        self, resource_type: str, resource_id: str, if_match: int | None
+    ) -> WriteResult:
+        for attempt in range(MAX_ATTEMPTS):
             current = await self._store.read(resource_type, resource_id)
             if current is None:
                 raise NotFound(
@@ -314,6 +350,7 @@ class ResourceService:
             except VersionConflict:
                 if if_match is not None:
                     raise _lost_race(resource_type, resource_id) from None
+                await _back_off(attempt)
         raise _lost_race(resource_type, resource_id)
 
     async def conditional_delete(self, resource_type: str, criteria: str) -> WriteResult | None:

@@ -259,3 +259,17 @@ def test_observation_round_trip(client: TestClient, created: dict[str, Any]) -> 
     read = client.get(f"/fhir/Observation/{oid}").json()
     assert read["valueQuantity"]["value"] == 72
     assert read["subject"]["reference"] == f"Patient/{created['id']}"
+
+
+def test_conditional_create_from_the_query_string(client: TestClient) -> None:
+    url = "/fhir/Patient?identifier=http://hospital.example/mrn|MRN-1"
+    first = client.post(url, json=patient(), headers=FHIR_JSON)
+    assert first.status_code == 201
+    again = client.post(url + "&_pretty=true", json=patient(), headers=FHIR_JSON)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    unsupported = client.post("/fhir/Patient?family=Okafor", json=patient(), headers=FHIR_JSON)
+    assert_outcome(unsupported, 400, "rofecare-2003")
+    both = client.post(
+        url, json=patient(), headers={**FHIR_JSON, "If-None-Exist": "identifier=MRN-1"}
+    )
+    assert_outcome(both, 400, "rofecare-1606")
