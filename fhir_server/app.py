@@ -12,7 +12,7 @@ from fastapi import FastAPI, Response
 from fhir_server import __version__
 from fhir_server.api import errors
 from fhir_server.api.capability import capability_statement
-from fhir_server.api.routes import router
+from fhir_server.api.routes import fhir_routes
 from fhir_server.config import Settings
 from fhir_server.definitions import load_definitions
 from fhir_server.model.instant import now_utc, to_instant
@@ -65,7 +65,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         capability_statement(settings, definitions, to_instant(now_utc()))
     )
     errors.install(app)
-    app.include_router(router, prefix=settings.base_path)
+    app.router.routes.extend(fhir_routes(settings.base_path))
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import formatdate
 
 _DATE_PARAM = re.compile(
     r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
@@ -35,7 +37,12 @@ def from_micros(micros: int) -> datetime:
 
 def http_date(moment: datetime) -> str:
     """RFC 9110 IMF-fixdate for Last-Modified."""
-    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return _http_date_of_second(int(moment.timestamp()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_of_second(epoch_second: int) -> str:
+    return formatdate(epoch_second, usegmt=True)
 
 
 def parse_date_range(text: str) -> tuple[datetime, datetime] | None:

@@ -1,9 +1,11 @@
 """SQLite implementation of ``ResourceStore``.
 
-Why threads: sqlite3 is blocking, so every call runs off the event loop. Writes go to one
-dedicated thread and connection (SQLite allows one writer at a time anyway; across processes
-``BEGIN IMMEDIATE`` and a busy timeout serialize them). Reads run on a small pool, each thread
-with its own connection, which WAL lets proceed while a write is under way.
+Why threads, and where not: sqlite3 is blocking. Writes go to one dedicated thread and
+connection (SQLite allows one writer at a time anyway; across processes ``BEGIN IMMEDIATE``
+and a busy timeout serialize them), because a commit waits for fsync. Scans (history, finds)
+run on a small reader pool. Point reads (read, vread) run on the event loop itself: under WAL
+a reader never waits for the writer, and a primary-key lookup costs less CPU (~20 us) than
+the thread hand-off it would otherwise need (measured: the hop halved read throughput).
 
 Durability: WAL with ``synchronous=FULL`` by default, so an acknowledged write survives a
 crash or power loss; a killed process leaves at most an uncommitted WAL tail, which SQLite
@@ -106,37 +108,31 @@ class SqliteStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        def run() -> StoredVersion | None:
-            row = (
-                self._connection()
-                .execute(
-                    f"SELECT {_VERSION_COLUMNS} FROM resource_current c "
-                    "JOIN resource_version v ON v.seq = c.seq "
-                    "WHERE c.resource_type = ? AND c.id = ?",
-                    (resource_type, resource_id),
-                )
-                .fetchone()
+        row = (
+            self._connection()
+            .execute(
+                f"SELECT {_VERSION_COLUMNS} FROM resource_current c "
+                "JOIN resource_version v ON v.seq = c.seq "
+                "WHERE c.resource_type = ? AND c.id = ?",
+                (resource_type, resource_id),
             )
-            return _version(row) if row else None
-
-        return await self._on_reader(run)
+            .fetchone()
+        )
+        return _version(row) if row else None
 
     async def vread(
         self, resource_type: str, resource_id: str, version_id: int
     ) -> StoredVersion | None:
-        def run() -> StoredVersion | None:
-            row = (
-                self._connection()
-                .execute(
-                    f"SELECT {_VERSION_COLUMNS} FROM resource_version v "
-                    "WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?",
-                    (resource_type, resource_id, version_id),
-                )
-                .fetchone()
+        row = (
+            self._connection()
+            .execute(
+                f"SELECT {_VERSION_COLUMNS} FROM resource_version v "
+                "WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?",
+                (resource_type, resource_id, version_id),
             )
-            return _version(row) if row else None
-
-        return await self._on_reader(run)
+            .fetchone()
+        )
+        return _version(row) if row else None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         def run() -> HistoryPage:
