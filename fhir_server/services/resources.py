@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import jsonpatch
 import orjson
 
 from fhir_server.definitions import Definitions
@@ -28,12 +28,12 @@ from fhir_server.errors import (
     MethodNotAllowed,
     NotFound,
     PreconditionFailed,
-    Unprocessable,
 )
 from fhir_server.model.ids import is_valid_id, new_id
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
 from fhir_server.search.tokens import identifier_tokens
+from fhir_server.services.content import apply_json_patch, without_server_meta
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.locks import KeyedLocks
 from fhir_server.storage.base import (
@@ -207,26 +207,15 @@ class ResourceService:
                     rofecare_code="rofecare-1203",
                 )
         self.validate(without_server_meta(resource), resource_type)
-        async with self._locks.hold((resource_type, resource_id)):
-            return await self._update(resource_type, resource_id, resource, if_match)
 
-    async def _update(
-        self, resource_type: str, resource_id: str, resource: Any, if_match: int | None
-    ) -> WriteResult:
-        for attempt in range(MAX_ATTEMPTS):
-            current = await self._store.read(resource_type, resource_id)
-            _check_if_match(if_match, current)
+        async def put(current: StoredVersion | None) -> WriteResult:
             if current is None and not self._allow_client_ids:
                 raise MethodNotAllowed(
                     "This server assigns ids; create with POST", rofecare_code="rofecare-1204"
                 )
-            try:
-                return await self._put_version(resource_type, resource_id, resource, current, "PUT")
-            except VersionConflict:
-                if if_match is not None:
-                    raise _lost_race(resource_type, resource_id) from None
-                await _back_off(attempt)
-        raise _lost_race(resource_type, resource_id)
+            return await self._put_version(resource_type, resource_id, resource, current, "PUT")
+
+        return await self._versioned_write(resource_type, resource_id, if_match, put)
 
     async def conditional_update(
         self, resource_type: str, criteria: str, resource: Any, *, if_match: int | None = None
@@ -270,49 +259,20 @@ class ResourceService:
             raise BadRequest(
                 "A JSON Patch body is an array of operations", rofecare_code="rofecare-1301"
             )
-        async with self._locks.hold((resource_type, resource_id)):
-            return await self._patch(resource_type, resource_id, operations, if_match)
 
-    async def _patch(
-        self, resource_type: str, resource_id: str, operations: list[Any], if_match: int | None
-    ) -> WriteResult:
-        for attempt in range(MAX_ATTEMPTS):
-            current = await self.read(resource_type, resource_id)
-            _check_if_match(if_match, current)
-            assert current.body is not None
-            document = orjson.loads(current.body)
-            try:
-                patched = jsonpatch.JsonPatch(operations).apply(document, in_place=False)
-            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-                raise Unprocessable(
-                    f"The patch cannot be applied: {error}", rofecare_code="rofecare-1302"
-                ) from error
-            except (TypeError, ValueError, KeyError, IndexError) as error:
-                raise BadRequest(
-                    f"Malformed JSON Patch: {error}", rofecare_code="rofecare-1301"
-                ) from error
-            if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
-                raise Unprocessable(
-                    "A patch must not change resourceType",
-                    expression=f"{resource_type}.resourceType",
-                    rofecare_code="rofecare-1303",
+        async def apply(current: StoredVersion | None) -> WriteResult:
+            assert current is not None
+            if current.body is None:
+                raise Gone(
+                    f"{resource_type}/{resource_id} was deleted", rofecare_code="rofecare-1103"
                 )
-            if patched.get("id") != resource_id:
-                raise Unprocessable(
-                    "A patch must not change the id",
-                    expression=f"{resource_type}.id",
-                    rofecare_code="rofecare-1303",
-                )
+            patched = apply_json_patch(resource_type, resource_id, current.body, operations)
             self.validate(without_server_meta(patched), resource_type)
-            try:
-                return await self._put_version(
-                    resource_type, resource_id, patched, current, "PATCH"
-                )
-            except VersionConflict:
-                if if_match is not None:
-                    raise _lost_race(resource_type, resource_id) from None
-                await _back_off(attempt)
-        raise _lost_race(resource_type, resource_id)
+            return await self._put_version(resource_type, resource_id, patched, current, "PATCH")
+
+        return await self._versioned_write(
+            resource_type, resource_id, if_match, apply, must_exist=True
+        )
 
     async def delete(
         self, resource_type: str, resource_id: str, *, if_match: int | None = None
@@ -320,19 +280,9 @@ class ResourceService:
         """DELETE: a new version marking the resource gone (http.html#delete); idempotent."""
         self.check_type(resource_type)
         _check_id(resource_id)
-        async with self._locks.hold((resource_type, resource_id)):
-            return await self._delete(resource_type, resource_id, if_match)
 
-    async def _delete(
-        self, resource_type: str, resource_id: str, if_match: int | None
-    ) -> WriteResult:
-        for attempt in range(MAX_ATTEMPTS):
-            current = await self._store.read(resource_type, resource_id)
-            if current is None:
-                raise NotFound(
-                    f"{resource_type}/{resource_id} is not known", rofecare_code="rofecare-1102"
-                )
-            _check_if_match(if_match, current)
+        async def mark_deleted(current: StoredVersion | None) -> WriteResult:
+            assert current is not None
             if current.deleted:
                 return WriteResult(current, created=False, changed=False)
             record = WriteRecord(
@@ -340,18 +290,16 @@ class ResourceService:
                 resource_id=resource_id,
                 version_id=current.version_id + 1,
                 previous_version=current.version_id,
-                last_updated=now_utc(),
+                last_updated=_millis(now_utc()),
                 method="DELETE",
                 body=None,
             )
-            try:
-                await self._store.write([record])
-                return WriteResult(_stored(record), created=False)
-            except VersionConflict:
-                if if_match is not None:
-                    raise _lost_race(resource_type, resource_id) from None
-                await _back_off(attempt)
-        raise _lost_race(resource_type, resource_id)
+            await self._store.write([record])
+            return WriteResult(_stored(record), created=False)
+
+        return await self._versioned_write(
+            resource_type, resource_id, if_match, mark_deleted, must_exist=True
+        )
 
     async def conditional_delete(self, resource_type: str, criteria: str) -> WriteResult | None:
         """DELETE [type]?criteria: one match is deleted, several are 412 (conditional single)."""
@@ -364,6 +312,37 @@ class ResourceService:
         if not matches:
             return None
         return await self.delete(resource_type, matches[0].resource_id)
+
+    async def _versioned_write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        if_match: int | None,
+        step: Callable[[StoredVersion | None], Awaitable[WriteResult]],
+        *,
+        must_exist: bool = False,
+    ) -> WriteResult:
+        """Run ``step`` on the current version, holding the resource's lock in this process.
+
+        When another process wrote first, the store refuses the write and ``step`` runs
+        again on the fresh version, unless the client pinned a version with If-Match (412).
+        """
+        async with self._locks.hold((resource_type, resource_id)):
+            for attempt in range(MAX_ATTEMPTS):
+                current = await self._store.read(resource_type, resource_id)
+                if must_exist and current is None:
+                    raise NotFound(
+                        f"{resource_type}/{resource_id} is not known",
+                        rofecare_code="rofecare-1102",
+                    )
+                _check_if_match(if_match, current)
+                try:
+                    return await step(current)
+                except VersionConflict:
+                    if if_match is not None:
+                        raise _lost_race(resource_type, resource_id) from None
+                    await _back_off(attempt)
+        raise _lost_race(resource_type, resource_id)
 
     async def _put_version(
         self,
@@ -432,19 +411,3 @@ def _lost_race(resource_type: str, resource_id: str) -> FhirError:
         f"{resource_type}/{resource_id} was changed by another request; read it and retry",
         rofecare_code="rofecare-1208",
     )
-
-
-def without_server_meta(resource: Any) -> Any:
-    """Server-owned meta fields are replaced, never validated as the client sent them."""
-    if isinstance(resource, dict) and isinstance(resource.get("meta"), dict):
-        meta = {
-            k: v
-            for k, v in resource["meta"].items()
-            if k not in ("versionId", "lastUpdated", "_versionId", "_lastUpdated")
-        }
-        resource = dict(resource)
-        if meta:
-            resource["meta"] = meta
-        else:
-            resource.pop("meta")
-    return resource

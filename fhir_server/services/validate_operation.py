@@ -10,7 +10,8 @@ from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.model.outcome import information, operation_outcome
-from fhir_server.services.resources import ResourceService, without_server_meta
+from fhir_server.services.content import without_server_meta
+from fhir_server.services.resources import ResourceService
 
 MODES = ("create", "update", "delete")
 
