@@ -25,32 +25,19 @@ the resource (``Patient.contact.name`` -> ``contact.name``) and choice elements 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parent.parent / "fhir_server" / "definitions" / "data"
-RESOURCE_TYPES = DATA / "resource-types.json"
+from structure_definitions import (
+    DATA,
+    RESOURCE_TYPES,
+    base_definitions,
+    read_json,
+    write_compact_json,
+)
+
 OUTPUT = DATA / "summary-elements.json"
-
-
-def base_definitions(bundle: dict[str, Any], types: set[str]) -> dict[str, dict[str, Any]]:
-    """Return the base StructureDefinition of each wanted resource type, keyed by type."""
-    found: dict[str, dict[str, Any]] = {}
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource", {})
-        if (
-            resource.get("resourceType") == "StructureDefinition"
-            and resource.get("kind") == "resource"
-            and resource.get("derivation") == "specialization"
-            and resource.get("type") in types
-        ):
-            found[resource["type"]] = resource
-    missing = sorted(types - found.keys())
-    if missing:
-        raise SystemExit(f"no base StructureDefinition for: {', '.join(missing)}")
-    return found
 
 
 def summary_elements(definition: dict[str, Any]) -> dict[str, list[str]]:
@@ -77,13 +64,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    types: list[str] = json.loads(RESOURCE_TYPES.read_text(encoding="utf-8"))
-    bundle = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    types: list[str] = read_json(RESOURCE_TYPES)
+    bundle = read_json(Path(argv[1]))
     definitions = base_definitions(bundle, set(types))
     result = {name: summary_elements(definitions[name]) for name in sorted(types)}
-    OUTPUT.write_text(
-        json.dumps(result, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    write_compact_json(OUTPUT, result)
     print(f"wrote {OUTPUT} ({len(result)} resource types)")
     return 0
 

@@ -36,6 +36,9 @@ from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS
 
 T = TypeVar("T")
 
+THREAD_BUSY_TIMEOUT_MS = 30_000  # writers queue behind other processes' transactions
+LOOP_BUSY_TIMEOUT_MS = 50  # the event loop never waits long; see _point_read
+
 _VERSION_COLUMNS = "v.resource_type, v.id, v.version_id, v.last_updated_us, v.method, v.body"
 
 
@@ -50,6 +53,7 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._loop_local: sqlite3.Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -65,20 +69,35 @@ class SqliteStore:
             for connection in self._connections:
                 connection.close()
             self._connections.clear()
+        self._loop_local = None
+
+    def _loop_connection(self) -> sqlite3.Connection:
+        connection = self._loop_local
+        if connection is None:
+            connection = self._open_connection(LOOP_BUSY_TIMEOUT_MS)
+            self._loop_local = connection
+        return connection
 
     def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (writer or reader pool), opened on first use."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA synchronous={self._synchronous}")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA busy_timeout=30000")
+            connection = self._open_connection(THREAD_BUSY_TIMEOUT_MS)
             self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
+        return connection
+
+    def _open_connection(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout_ms / 1000,
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
+        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        with self._connections_lock:
+            self._connections.append(connection)
         return connection
 
     def _create_schema(self) -> None:
@@ -108,30 +127,34 @@ class SqliteStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        row = (
-            self._connection()
-            .execute(
-                f"SELECT {_VERSION_COLUMNS} FROM resource_current c "
-                "JOIN resource_version v ON v.seq = c.seq "
-                "WHERE c.resource_type = ? AND c.id = ?",
-                (resource_type, resource_id),
-            )
-            .fetchone()
+        return await self._point_read(
+            f"SELECT {_VERSION_COLUMNS} FROM resource_current c "
+            "JOIN resource_version v ON v.seq = c.seq "
+            "WHERE c.resource_type = ? AND c.id = ?",
+            (resource_type, resource_id),
         )
-        return _version(row) if row else None
 
     async def vread(
         self, resource_type: str, resource_id: str, version_id: int
     ) -> StoredVersion | None:
-        row = (
-            self._connection()
-            .execute(
-                f"SELECT {_VERSION_COLUMNS} FROM resource_version v "
-                "WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?",
-                (resource_type, resource_id, version_id),
-            )
-            .fetchone()
+        return await self._point_read(
+            f"SELECT {_VERSION_COLUMNS} FROM resource_version v "
+            "WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?",
+            (resource_type, resource_id, version_id),
         )
+
+    async def _point_read(self, sql: str, args: tuple[Any, ...]) -> StoredVersion | None:
+        """One primary-key row, read on the event loop's own connection.
+
+        That connection waits at most ``LOOP_BUSY_TIMEOUT_MS`` for a lock (under WAL a reader
+        meets one only while another process recovers the WAL); if it meets one, the read
+        is retried on the reader pool, where waiting does not stall every other request.
+        """
+        connection = self._loop_connection()
+        try:
+            row = connection.execute(sql, args).fetchone()
+        except sqlite3.OperationalError:
+            row = await self._on_reader(lambda: self._connection().execute(sql, args).fetchone())
         return _version(row) if row else None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
