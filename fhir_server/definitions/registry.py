@@ -35,6 +35,15 @@ def load_definitions() -> Definitions:
 
 
 @functools.cache
+def load_element_types() -> dict[str, dict[str, list[str]]]:
+    """Element path -> type codes, per resource type and complex datatype (element-types.json)."""
+    types: dict[str, dict[str, list[str]]] = json.loads(
+        (DATA_DIR / "element-types.json").read_text()
+    )
+    return types
+
+
+@functools.cache
 def load_schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads((DATA_DIR / "fhir.schema.json").read_text())
     return schema

@@ -1,0 +1,254 @@
+"""Search parameter expressions compiled once into direct walks over resource JSON.
+
+Why not evaluate every expression with a FHIRPath engine: indexing runs on every write, a
+resource type has dozens of search parameters, and a general engine costs ~0.1 ms per
+expression; fhirpathpy also lacks ``resolve()``, which 50 of the R4 expressions use in
+``.where(resolve() is Patient)``. Almost all R4 search expressions (about 1,700 of 1,772
+union members) are a path with optional ``as Type`` / ``.as(Type)``, ``.where(resolve() is
+Type)``, ``.where(element='literal')`` or ``[n]``. Those are compiled here, typed by the R4
+element table (so ``Observation.value`` finds ``valueQuantity`` and knows it is a Quantity);
+anything else returns None from ``compile_path`` and is left to a general engine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+_STEP = r"[a-z][A-Za-z0-9]*"
+_PATH = re.compile(rf"(?P<root>[A-Z][A-Za-z]*)(?P<steps>(?:\.{_STEP}(?:\[\d+\])?)*)")
+_SUFFIX = re.compile(
+    r"(?:\s+as\s+(?P<as>[A-Za-z]+))$"
+    r"|\.as\((?P<as_call>[A-Za-z]+)\)$"
+    r"|\.where\(resolve\(\)\s+is\s+(?P<resolve>[A-Z][A-Za-z]*)\)$"
+    r"|\.where\((?P<field>[a-z][A-Za-z]*)\s*=\s*'(?P<literal>[^']*)'\)$"
+)
+
+
+ANY_RESOURCE = ("Resource", "DomainResource")
+# id, meta, implicitRules, language are typed alike in every resource; any table serves.
+_COMMON_ELEMENTS_OF = "Basic"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One value an expression selects, with its FHIR type code (``Quantity``, ``date``)."""
+
+    value: Any
+    type: str
+
+
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    index: int | None
+    choice_types: tuple[str, ...] | None  # set for choice elements: the JSON key suffixes
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Filter:
+    kind: str  # "as", "resolve" or "field"
+    argument: str
+    literal: str = ""
+
+
+class CompiledPath:
+    """One compiled union member: root type, typed steps, an optional final filter."""
+
+    def __init__(self, root: str, steps: tuple[_Step, ...], final: _Filter | None) -> None:
+        self.root = root
+        self.steps = steps
+        self.final = final
+
+    def evaluate(self, resource: dict[str, Any]) -> list[Value]:
+        resource_type = resource.get("resourceType")
+        if resource_type != self.root and self.root not in ANY_RESOURCE:
+            return []
+        values = [Value(resource, str(resource_type))]
+        for step in self.steps:
+            values = [found for value in values for found in _select(value.value, step)]
+        if self.final is not None:
+            values = [value for value in values if _keep(value, self.final)]
+        return values
+
+
+class CompiledExpression:
+    """A whole search expression: the union (``|``) of its compiled members."""
+
+    def __init__(self, members: tuple[CompiledPath, ...]) -> None:
+        self.members = members
+
+    def evaluate(self, resource: dict[str, Any]) -> list[Value]:
+        if len(self.members) == 1:
+            return self.members[0].evaluate(resource)
+        # FHIRPath's union removes duplicates (``Patient.name.given | ...`` twice 'Ada').
+        values: list[Value] = []
+        seen: set[bytes] = set()
+        for member in self.members:
+            for value in member.evaluate(resource):
+                key = orjson.dumps(value.value, option=orjson.OPT_SORT_KEYS)
+                if key not in seen:
+                    seen.add(key)
+                    values.append(value)
+        return values
+
+
+def compile_expression(
+    expression: str, element_types: dict[str, dict[str, list[str]]]
+) -> CompiledExpression | None:
+    """The fast form of ``expression``, or None when some member needs a general engine."""
+    members = []
+    for member in _split_union(expression):
+        compiled = compile_path(member, element_types)
+        if compiled is None:
+            return None
+        members.append(compiled)
+    return CompiledExpression(tuple(members))
+
+
+def compile_path(text: str, element_types: dict[str, dict[str, list[str]]]) -> CompiledPath | None:
+    text = _strip_parentheses(text.strip())
+    final: _Filter | None = None
+    suffix = _SUFFIX.search(text)
+    if suffix:
+        if suffix["as"] or suffix["as_call"]:
+            final = _Filter("as", suffix["as"] or suffix["as_call"])
+        elif suffix["resolve"]:
+            final = _Filter("resolve", suffix["resolve"])
+        else:
+            final = _Filter("field", suffix["field"], suffix["literal"])
+        text = _strip_parentheses(text[: suffix.start()].strip())
+    match = _PATH.fullmatch(text)
+    if match is None:
+        return None
+    root = match["root"]
+    if root in ANY_RESOURCE:  # Resource.id, Resource.meta.tag: the same elements everywhere
+        steps = _typed_steps(_COMMON_ELEMENTS_OF, match["steps"], element_types)
+    elif root in element_types:
+        steps = _typed_steps(root, match["steps"], element_types)
+    else:
+        return None
+    if steps is None:
+        return None
+    return CompiledPath(root, steps, final)
+
+
+def _typed_steps(
+    root: str, text: str, element_types: dict[str, dict[str, list[str]]]
+) -> tuple[_Step, ...] | None:
+    """Resolve each step against the element table, following datatypes and references."""
+    steps: list[_Step] = []
+    owner, prefix = root, ""
+    for raw in filter(None, text.split(".")):
+        name, _, rest = raw.partition("[")
+        index = int(rest[:-1]) if rest else None
+        table = element_types.get(owner, {})
+        path = prefix + name
+        if path in table:
+            types = table[path]
+            choice = None
+        elif path + "[x]" in table:
+            types = table[path + "[x]"]
+            choice = tuple(types)
+        else:
+            return None
+        steps.append(_Step(name, index, choice, tuple(types)))
+        if len(types) == 1 and types[0].startswith("@"):  # contentReference: reuse that part
+            owner, _, target = types[0][1:].partition(".")
+            prefix = target + "."
+        elif len(types) == 1 and types[0] in ("BackboneElement", "Element") and choice is None:
+            prefix = path + "."
+        elif len(types) == 1 and types[0] in element_types:
+            owner, prefix = types[0], ""
+        elif choice is not None or len(types) != 1:
+            owner, prefix = "", ""  # a choice or primitive: nothing can follow but a filter
+        else:
+            owner, prefix = types[0], ""
+    return tuple(steps)
+
+
+def _select(node: Any, step: _Step) -> Iterator[Value]:
+    if not isinstance(node, dict):
+        return
+    if step.choice_types is None:
+        kind = step.types[0] if len(step.types) == 1 else "Element"
+        yield from _items(node.get(step.name), kind, step.index)
+        return
+    for type_code in step.choice_types:
+        key = step.name + type_code[0].upper() + type_code[1:]
+        if key in node:
+            yield from _items(node[key], type_code, step.index)
+
+
+def _items(found: Any, type_code: str, index: int | None) -> Iterator[Value]:
+    if found is None:
+        return
+    items = found if isinstance(found, list) else [found]
+    if index is not None:
+        items = items[index : index + 1]
+    kind = "Resource" if type_code.startswith("@") else type_code
+    for item in items:
+        if item is not None:
+            yield Value(item, item.get("resourceType", kind) if kind == "Resource" else kind)
+
+
+def _keep(value: Value, final: _Filter) -> bool:
+    if final.kind == "as":
+        return value.type.lower() == final.argument.lower() or (
+            final.argument in _QUANTITY_PROFILES and value.type == "Quantity"
+        )
+    if final.kind == "resolve":
+        reference = value.value.get("reference") if isinstance(value.value, dict) else None
+        if not isinstance(reference, str):
+            return False
+        parts = reference.split("?")[0].split("/")
+        if len(parts) >= 2 and parts[-2] == "_history":
+            parts = parts[:-2]
+        return len(parts) >= 2 and parts[-2] == final.argument
+    return isinstance(value.value, dict) and value.value.get(final.argument) == final.literal
+
+
+# ``onset.as(Age)``: Age is a profile of Quantity, and the JSON key says valueQuantity/onsetAge.
+_QUANTITY_PROFILES = ("Age", "Duration", "Distance", "Count", "MoneyQuantity", "SimpleQuantity")
+
+
+def _split_union(expression: str) -> list[str]:
+    """Split on top-level ``|`` (outside parentheses and quotes)."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    current: list[str] = []
+    for char in expression:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        if char == "|" and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _strip_parentheses(text: str) -> str:
+    while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
+        text = text[1:-1].strip()
+    return text
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if depth < 0:
+            return False
+    return depth == 0
