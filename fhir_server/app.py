@@ -34,7 +34,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
     store = build_store(settings)
     service = ResourceService(
-        store, definitions, validator, allow_client_ids=settings.allow_client_ids
+        store,
+        definitions,
+        validator,
+        allow_client_ids=settings.allow_client_ids,
+        max_resource_bytes=settings.max_body_bytes,
     )
 
     @asynccontextmanager

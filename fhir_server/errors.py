@@ -94,4 +94,4 @@ class Unprocessable(FhirError):
 
 
 class StoreUnavailable(FhirError):
-    status, issue_type, rofecare_code = 503, "transient", "rofecare-1503"
+    status, issue_type, rofecare_code = 503, "transient", "rofecare-1510"

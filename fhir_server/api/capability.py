@@ -11,6 +11,7 @@ from typing import Any
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.config import Settings
 from fhir_server.definitions import Definitions
+from fhir_server.services.resources import NOT_STORED
 
 INSTANCE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance")
 TYPE_INTERACTIONS = ("history-type", "create")
@@ -34,7 +35,7 @@ def capability_statement(settings: Settings, definitions: Definitions, date: str
             "conditionalDelete": "single",
             "operation": [{"name": "validate", "definition": VALIDATE}],
         }
-        for name in sorted(definitions.resource_types)
+        for name in sorted(definitions.resource_types - NOT_STORED)
     ]
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",

@@ -7,6 +7,7 @@ they are, unparsed; only ``_summary``, ``_elements`` and ``_pretty`` pay for a p
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import orjson
@@ -38,10 +39,15 @@ def base_url(request: Request) -> str:
     return _base(scope["scheme"], host, tuple(server) if server else None, settings.base_path)
 
 
+_HOST = re.compile(rb"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
 @functools.lru_cache(maxsize=64)
 def _base(scheme: str, host: bytes | None, server: tuple[str, int] | None, base_path: str) -> str:
-    if host:
-        netloc = host.decode("latin-1")
+    # A Host header that is not a plain host[:port] (e.g. 'evil/phish?x=') never reaches a
+    # link; behind a proxy set ROFECARE_PUBLIC_BASE_URL so links never depend on it at all.
+    if host and _HOST.fullmatch(host):
+        netloc = host.decode("ascii")
     elif server:
         netloc = f"{server[0]}:{server[1]}"
     else:
@@ -154,6 +160,14 @@ def preferred_return(request: Request) -> str:
     return "representation"
 
 
+def self_link(request: Request, query: str | None = None) -> str:
+    """This request's URL, rebuilt on the FHIR base (never from the raw Host header)."""
+    base_path: str = request.app.state.settings.base_path
+    path = request.url.path.removeprefix(base_path)
+    query = request.url.query if query is None else query
+    return f"{base_url(request)}{path}" + (f"?{query}" if query else "")
+
+
 def history_bundle(
     request: Request,
     versions: list[StoredVersion],
@@ -161,7 +175,7 @@ def history_bundle(
 ) -> bytes:
     """A history Bundle (https://hl7.org/fhir/R4/http.html#history), newest version first."""
     base = base_url(request)
-    links = [{"relation": "self", "url": str(request.url)}]
+    links = [{"relation": "self", "url": self_link(request)}]
     if next_link:
         links.append({"relation": "next", "url": next_link})
     entries = []

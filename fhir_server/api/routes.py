@@ -24,6 +24,7 @@ from fhir_server.api.rendering import (
     history_bundle,
     json_response,
     resource_response,
+    self_link,
     version_headers,
     write_response,
 )
@@ -135,10 +136,10 @@ async def history(request: Request) -> Response:
     )
     page = await _service(request).history(query)
     next_link = None
-    if page.next_cursor is not None:
+    if page.next_cursor is not None and query.count > 0:
         kept = [(k, v) for k, v in params.multi_items() if k != "_cursor"]
         kept.append(("_cursor", str(page.next_cursor)))
-        next_link = str(request.url.replace(query=urlencode(kept)))
+        next_link = self_link(request, urlencode(kept))
     body = history_bundle(request, page.versions, next_link)
     return json_response(body, 200, media, pretty=is_pretty(request))
 
@@ -299,7 +300,9 @@ async def conditional_delete(request: Request) -> Response:
 
 
 def _criteria(request: Request, interaction: str) -> str:
-    query = request.url.query
+    query = urlencode(
+        [(k, v) for k, v in request.query_params.multi_items() if k not in RESULT_PARAMETERS]
+    )
     if not query:
         raise MethodNotAllowed(
             f"A type-level {interaction} needs search criteria (conditional {interaction})",

@@ -11,6 +11,20 @@ SUBSETTED_TAG = {
 }
 
 
+def json_size(value: Any, limit: int) -> int:
+    """Number of JSON nodes in ``value``, counting no further than ``limit + 1``."""
+    count = 0
+    stack: list[Any] = [value]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
+
+
 def json_depth(value: Any, limit: int) -> int:
     """Nesting depth of a parsed JSON value, counting no further than ``limit + 1``.
 

@@ -21,12 +21,14 @@ import orjson
 from fhir_server.definitions import Definitions
 from fhir_server.errors import (
     BadRequest,
+    Conflict,
     FhirError,
     Gone,
     InvalidResource,
     Issue,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
     PreconditionFailed,
 )
 from fhir_server.model.ids import is_valid_id, new_id
@@ -51,6 +53,9 @@ from fhir_server.validation.structure import StructureValidator
 # Writes of one resource queue inside a process (KeyedLocks); these retries cover the rarer
 # race with another worker process on the same database, with a short random back-off.
 MAX_ATTEMPTS = 20
+# R4 gives these no RESTful endpoint: they only travel as operation input and output.
+NOT_STORED = frozenset({"Parameters", "OperationOutcome"})
+MAX_PATCH_OPERATIONS = 1_000
 
 
 async def _back_off(attempt: int) -> None:
@@ -74,8 +79,10 @@ class ResourceService:
         validator: StructureValidator,
         *,
         allow_client_ids: bool = True,
+        max_resource_bytes: int = 10 * 1024 * 1024,
     ) -> None:
         self._store = store
+        self._max_resource_bytes = max_resource_bytes
         self._definitions = definitions
         self._validator = validator
         self._allow_client_ids = allow_client_ids
@@ -84,7 +91,8 @@ class ResourceService:
     # -- reads -----------------------------------------------------------------------------
 
     def check_type(self, resource_type: str) -> None:
-        if not self._definitions.is_resource_type(resource_type):
+        """404 unless ``resource_type`` is an R4 type with a RESTful endpoint."""
+        if not self._definitions.is_resource_type(resource_type) or resource_type in NOT_STORED:
             raise NotFound(
                 f"Unknown resource type {resource_type!r}", rofecare_code="rofecare-1101"
             )
@@ -146,12 +154,12 @@ class ResourceService:
 
     # -- validation ------------------------------------------------------------------------
 
-    def structure_issues(self, resource: Any, resource_type: str) -> list[Issue]:
-        return self._validator.validate(resource, resource_type)
+    async def structure_issues(self, resource: Any, resource_type: str) -> list[Issue]:
+        return await self._validator.validate_async(resource, resource_type)
 
-    def validate(self, resource: Any, resource_type: str) -> None:
+    async def validate(self, resource: Any, resource_type: str) -> None:
         """Raise 400 with every structural fault of ``resource``."""
-        issues = self.structure_issues(resource, resource_type)
+        issues = await self.structure_issues(resource, resource_type)
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
 
@@ -162,12 +170,14 @@ class ResourceService:
     ) -> WriteResult:
         """POST: a new resource with a server-assigned id (http.html#create)."""
         self.check_type(resource_type)
-        self.validate(without_server_meta(resource), resource_type)
+        await self.validate(without_server_meta(resource), resource_type)
         if if_none_exist is None:
             return await self._create(resource_type, resource)
-        # Two identical conditional creates at once must not both create (in this process).
-        async with self._locks.hold(("If-None-Exist", resource_type, if_none_exist)):
-            matches = await self.find(resource_type, if_none_exist)
+        query = parse_criteria(resource_type, if_none_exist)
+        # Two conditional writes with one condition must not both create (in this process;
+        # across worker processes see docs/api.md).
+        async with self._locks.hold(("condition", query)):
+            matches = await self._store.find(query)
             if len(matches) > 1:
                 raise PreconditionFailed(
                     f"If-None-Exist matches more than one {resource_type}",
@@ -206,7 +216,7 @@ class ResourceService:
                     expression=f"{resource_type}.id",
                     rofecare_code="rofecare-1203",
                 )
-        self.validate(without_server_meta(resource), resource_type)
+        await self.validate(without_server_meta(resource), resource_type)
 
         async def put(current: StoredVersion | None) -> WriteResult:
             if current is None and not self._allow_client_ids:
@@ -222,13 +232,25 @@ class ResourceService:
     ) -> WriteResult:
         """PUT [type]?criteria (http.html#cond-update)."""
         self.check_type(resource_type)
-        matches = await self.find(resource_type, criteria)
+        await self.validate(without_server_meta(resource), resource_type)
+        query = parse_criteria(resource_type, criteria)
+        async with self._locks.hold(("condition", query)):
+            return await self._conditional_update(resource_type, query, resource, if_match)
+
+    async def _conditional_update(
+        self,
+        resource_type: str,
+        query: IdentityQuery,
+        resource: dict[str, Any],
+        if_match: int | None,
+    ) -> WriteResult:
+        matches = await self._store.find(query)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"The condition matches more than one {resource_type}",
                 rofecare_code="rofecare-1205",
             )
-        body_id = resource.get("id") if isinstance(resource, dict) else None
+        body_id = resource.get("id")
         if matches:
             target = matches[0].resource_id
             if body_id is not None and body_id != target:
@@ -240,9 +262,20 @@ class ResourceService:
             return await self.update(
                 resource_type, target, {**resource, "id": target}, if_match=if_match
             )
+        if if_match is not None:
+            raise PreconditionFailed(
+                f"If-Match names a version, but the condition matches no {resource_type}",
+                rofecare_code="rofecare-1207",
+            )
         if body_id is not None:
-            return await self.update(resource_type, body_id, resource, if_match=if_match)
-        return await self.create(resource_type, resource)
+            existing = await self._store.read(resource_type, body_id)
+            if existing is not None and not existing.deleted:
+                raise PreconditionFailed(
+                    f"{resource_type}/{body_id} exists but does not match the condition",
+                    rofecare_code="rofecare-1209",
+                )
+            return await self.update(resource_type, body_id, resource)
+        return await self._create(resource_type, resource)
 
     async def patch(
         self,
@@ -255,6 +288,11 @@ class ResourceService:
         """PATCH with a JSON Patch document (http.html#patch, RFC 6902)."""
         self.check_type(resource_type)
         _check_id(resource_id)
+        if isinstance(operations, list) and len(operations) > MAX_PATCH_OPERATIONS:
+            raise PayloadTooLarge(
+                f"A patch may hold at most {MAX_PATCH_OPERATIONS} operations",
+                rofecare_code="rofecare-1304",
+            )
         if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
             raise BadRequest(
                 "A JSON Patch body is an array of operations", rofecare_code="rofecare-1301"
@@ -267,7 +305,7 @@ class ResourceService:
                     f"{resource_type}/{resource_id} was deleted", rofecare_code="rofecare-1103"
                 )
             patched = apply_json_patch(resource_type, resource_id, current.body, operations)
-            self.validate(without_server_meta(patched), resource_type)
+            await self.validate(without_server_meta(patched), resource_type)
             return await self._put_version(resource_type, resource_id, patched, current, "PATCH")
 
         return await self._versioned_write(
@@ -340,7 +378,7 @@ class ResourceService:
                     return await step(current)
                 except VersionConflict:
                     if if_match is not None:
-                        raise _lost_race(resource_type, resource_id) from None
+                        raise _lost_race(resource_type, resource_id, pinned=True) from None
                     await _back_off(attempt)
         raise _lost_race(resource_type, resource_id)
 
@@ -357,6 +395,12 @@ class ResourceService:
         current_version = current.version_id if current else 0
         version_id = current_version + 1
         body = with_meta({**resource, "id": resource_id}, version_id, to_instant(moment))
+        data = orjson.dumps(body)
+        if len(data) > self._max_resource_bytes:
+            raise PayloadTooLarge(
+                f"The resource would be {len(data)} bytes; the limit is {self._max_resource_bytes}",
+                rofecare_code="rofecare-1507",
+            )
         record = WriteRecord(
             resource_type=resource_type,
             resource_id=resource_id,
@@ -364,7 +408,7 @@ class ResourceService:
             previous_version=current_version,
             last_updated=_millis(moment),
             method=method,
-            body=orjson.dumps(body),
+            body=data,
             tokens=identifier_tokens(body),
         )
         await self._store.write([record])
@@ -406,8 +450,10 @@ def _check_if_match(if_match: int | None, current: StoredVersion | None) -> None
         )
 
 
-def _lost_race(resource_type: str, resource_id: str) -> FhirError:
-    return PreconditionFailed(
+def _lost_race(resource_type: str, resource_id: str, *, pinned: bool = False) -> FhirError:
+    """412 when the client pinned a version with If-Match, else 409 (busy resource)."""
+    error = PreconditionFailed if pinned else Conflict
+    return error(
         f"{resource_type}/{resource_id} was changed by another request; read it and retry",
         rofecare_code="rofecare-1208",
     )

@@ -44,7 +44,7 @@ async def run_validate(
     else:
         if resource is None:
             raise BadRequest("$validate needs a resource", rofecare_code="rofecare-1703")
-        issues += service.structure_issues(without_server_meta(resource), resource_type)
+        issues += await service.structure_issues(without_server_meta(resource), resource_type)
         if mode == "update" and isinstance(resource, dict) and resource.get("id") != resource_id:
             issues.append(
                 Issue(
@@ -67,7 +67,10 @@ def _arguments(body: Any, query: Mapping[str, str]) -> tuple[Any, str | None, st
     resource = body
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         resource = None
-        for parameter in body.get("parameter") or []:
+        parameters = body.get("parameter") or []
+        if not isinstance(parameters, list):
+            raise BadRequest("Parameters.parameter must be an array", rofecare_code="rofecare-1705")
+        for parameter in parameters:
             if not isinstance(parameter, dict):
                 continue
             name = parameter.get("name")

@@ -12,8 +12,10 @@ with ``\\Z`` instead: ``"id": "abc\\n"`` must not pass as a valid id.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,14 +25,21 @@ import jsonschema
 
 from fhir_server.definitions.registry import load_schema
 from fhir_server.errors import Issue
-from fhir_server.model.resource import json_depth
+from fhir_server.model.resource import json_depth, json_size
 
 MAX_REPORTED_ISSUES = 50
+# Resources larger than this (in JSON nodes) are validated on a worker thread, so that one
+# big or badly broken body does not stall every other request on the event loop.
+LARGE_RESOURCE_NODES = 2_000
 
 
 def _prepare(node: Any) -> None:
     """Adapt the schema for Python regexes and fastjsonschema (``const`` -> one-item ``enum``)."""
     if isinstance(node, dict):
+        if isinstance(node.get("properties"), dict) and "type" not in node:
+            # The R4 schema's datatypes (HumanName, Coding, Meta, ...) list properties but do
+            # not say "type": "object", so a string or null would pass where they belong.
+            node["type"] = "object"
         pattern = node.get("pattern")
         if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
             node["pattern"] = pattern[:-1] + "\\Z"
@@ -53,6 +62,12 @@ class StructureValidator:
     def warm_up(self) -> None:
         """Compile now (about a second) rather than on the first write."""
         self._compiled()
+
+    async def validate_async(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
+        """``validate``, moved off the event loop for large resources."""
+        if json_size(resource, LARGE_RESOURCE_NODES) > LARGE_RESOURCE_NODES:
+            return await asyncio.to_thread(self.validate, resource, expected_type)
+        return self.validate(resource, expected_type)
 
     def validate(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
         """All structural faults of ``resource``; an empty list means it is valid R4 JSON."""
@@ -91,7 +106,8 @@ class StructureValidator:
         """Every fault with its path; a contained resource is explained against its own type."""
         validator = _detailed_validator(resource_type)
         issues: list[Issue] = []
-        for error in sorted(validator.iter_errors(resource), key=lambda e: list(e.path)):
+        first_errors = itertools.islice(validator.iter_errors(resource), MAX_REPORTED_ISSUES)
+        for error in sorted(first_errors, key=lambda e: [str(part) for part in e.path]):
             instance = error.instance
             contained_type = instance.get("resourceType") if isinstance(instance, dict) else None
             if error.validator == "oneOf" and contained_type in self._resource_types:

@@ -123,3 +123,35 @@ def test_unconditional_puts_lose_no_version(fhir_base: str) -> None:
 
 def body_text(response: requests.Response) -> str:
     return response.text if response.status_code != 200 else ""
+
+
+def test_concurrent_conditional_writes_create_one_resource(fhir_base: str) -> None:
+    """20 conditional updates and 20 conditional creates (header and query forms) at once."""
+    value = f"race-{threading.get_ident()}"
+    body = patient(identifier=value)
+    condition = f"identifier=urn:oid:2.999.1.1|{value}"
+    headers = {"Content-Type": FHIR_JSON}
+
+    def write(index: int, session: requests.Session) -> int:
+        if index % 3 == 0:
+            url = f"{fhir_base}/Patient?{condition}"
+            return session.put(url, json=body, headers=headers, timeout=30).status_code
+        if index % 3 == 1:
+            extra = {"If-None-Exist": condition}
+            url = f"{fhir_base}/Patient"
+            return session.post(
+                url, json=body, headers={**headers, **extra}, timeout=30
+            ).status_code
+        url = f"{fhir_base}/Patient?{condition}"
+        return session.post(url, json=body, headers=headers, timeout=30).status_code
+
+    statuses = Counter(run_in_threads(30, write))
+    assert statuses[201] == 1, statuses
+    assert statuses[200] == 29, statuses
+    found = requests.post(
+        f"{fhir_base}/Patient",
+        json=body,
+        headers={**headers, "If-None-Exist": condition},
+        timeout=10,
+    )
+    assert found.status_code == 200

@@ -15,13 +15,15 @@ discards on the next open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fhir_server.errors import StoreUnavailable
 from fhir_server.model.instant import from_micros, to_micros
 from fhir_server.storage.base import (
     HistoryPage,
@@ -35,9 +37,11 @@ from fhir_server.storage.base import (
 from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS
 
 T = TypeVar("T")
+log = logging.getLogger("rofecare.storage")
 
 THREAD_BUSY_TIMEOUT_MS = 30_000  # writers queue behind other processes' transactions
-LOOP_BUSY_TIMEOUT_MS = 50  # the event loop never waits long; see _point_read
+LOOP_BUSY_TIMEOUT_MS = 0  # the event loop never waits for a lock; see _point_read
+RETRY_AFTER_SECONDS = "5"
 
 _VERSION_COLUMNS = "v.resource_type, v.id, v.version_id, v.last_updated_us, v.method, v.body"
 
@@ -112,17 +116,22 @@ class SqliteStore:
             )
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
 
     def _checkpoint(self) -> None:
         self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        return await _unavailable_on_error(
+            asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        )
 
     async def _on_reader(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._readers, fn)
+        return await _unavailable_on_error(
+            asyncio.get_running_loop().run_in_executor(self._readers, fn)
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -146,13 +155,12 @@ class SqliteStore:
     async def _point_read(self, sql: str, args: tuple[Any, ...]) -> StoredVersion | None:
         """One primary-key row, read on the event loop's own connection.
 
-        That connection waits at most ``LOOP_BUSY_TIMEOUT_MS`` for a lock (under WAL a reader
-        meets one only while another process recovers the WAL); if it meets one, the read
-        is retried on the reader pool, where waiting does not stall every other request.
+        That connection never waits for a lock (under WAL a reader meets one only while
+        another process recovers or truncates the WAL); if it meets one, the read is retried
+        on the reader pool, where waiting does not stall every other request.
         """
-        connection = self._loop_connection()
         try:
-            row = connection.execute(sql, args).fetchone()
+            row = self._loop_connection().execute(sql, args).fetchone()
         except sqlite3.OperationalError:
             row = await self._on_reader(lambda: self._connection().execute(sql, args).fetchone())
         return _version(row) if row else None
@@ -238,7 +246,8 @@ class SqliteStore:
                 self._write_one(connection, record)
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # a failed COMMIT may have ended it already
+                connection.execute("ROLLBACK")
             raise
 
     @staticmethod
@@ -308,6 +317,18 @@ class SqliteStore:
             return problems
 
         return await self._on_reader(run)
+
+
+async def _unavailable_on_error(pending: Awaitable[T]) -> T:
+    """Locked past the busy timeout, disk full, I/O error: 503 with Retry-After, not 500."""
+    try:
+        return await pending
+    except sqlite3.OperationalError as error:
+        log.warning("SQLite store unavailable: %s", error)
+        raise StoreUnavailable(
+            "The database is busy or unavailable; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        ) from error
 
 
 def _version(row: tuple[Any, ...]) -> StoredVersion:
