@@ -103,7 +103,7 @@ def compile_expression(
 ) -> CompiledExpression | None:
     """The fast form of ``expression``, or None when some member needs a general engine."""
     members = []
-    for member in _split_union(expression):
+    for member in split_union(expression):
         compiled = compile_path(member, element_types)
         if compiled is None:
             return None
@@ -217,7 +217,7 @@ def _keep(value: Value, final: _Filter) -> bool:
 _QUANTITY_PROFILES = ("Age", "Duration", "Distance", "Count", "MoneyQuantity", "SimpleQuantity")
 
 
-def _split_union(expression: str) -> list[str]:
+def split_union(expression: str) -> list[str]:
     """Split on top-level ``|`` (outside parentheses and quotes)."""
     parts: list[str] = []
     depth = 0

@@ -1,0 +1,140 @@
+"""The search parameters of every resource type, with their expressions compiled once.
+
+Source: the official R4 SearchParameter bundle shipped in ``definitions/data`` (see its
+SOURCE.md). Three entries there are not R4 (Medplum additions) and are skipped, so the
+server claims only what R4 defines.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.definitions.registry import DATA_DIR, load_element_types
+from fhir_server.search.paths import CompiledExpression, Value, compile_expression, split_union
+
+NOT_R4 = frozenset(
+    {"DetectedIssue-status", "DeviceDefinition-classification", "ServiceRequest-order-detail"}
+)
+Evaluator = Callable[[dict[str, Any]], list[Value]]
+
+
+@dataclass(frozen=True)
+class SearchParameter:
+    """One parameter as it applies to one resource type."""
+
+    code: str
+    type: str  # string, token, date, number, quantity, reference, uri, composite, special
+    expression: str
+    evaluate: Evaluator
+    compiled: bool  # False: evaluated by the general FHIRPath engine
+    targets: tuple[str, ...] = ()
+
+
+class SearchParameterRegistry:
+    """Parameters per type; those defined on ``Resource`` (``_id``, ``_tag``...) apply to all."""
+
+    def __init__(self, by_type: dict[str, dict[str, SearchParameter]]) -> None:
+        common = by_type.get("Resource", {})
+        self._by_type = {
+            name: {**common, **own} for name, own in by_type.items() if name != "Resource"
+        }
+        self._common = common
+
+    def for_type(self, resource_type: str) -> dict[str, SearchParameter]:
+        return self._by_type.get(resource_type, self._common)
+
+    def get(self, resource_type: str, code: str) -> SearchParameter | None:
+        return self.for_type(resource_type).get(code)
+
+    def __len__(self) -> int:
+        return sum(len(parameters) for parameters in self._by_type.values())
+
+
+@functools.cache
+def load_search_parameters() -> SearchParameterRegistry:
+    bundle = json.loads((DATA_DIR / "search-parameters.json").read_text())
+    element_types = load_element_types()
+    by_type: dict[str, dict[str, SearchParameter]] = {}
+    for entry in bundle["entry"]:
+        definition = entry["resource"]
+        expression = definition.get("expression")
+        if definition["id"] in NOT_R4 or not expression:
+            continue
+        for resource_type in definition.get("base", []):
+            own = _members_for(expression, resource_type)
+            if not own:
+                continue
+            parameter = _parameter(definition, resource_type, own, element_types)
+            by_type.setdefault(resource_type, {})[definition["code"]] = parameter
+    return SearchParameterRegistry(by_type)
+
+
+def _members_for(expression: str, resource_type: str) -> str:
+    """The union members of a multi-type expression that can apply to ``resource_type``."""
+    members = split_union(expression)
+    roots: tuple[str, ...] = (
+        resource_type + ".",
+        resource_type + " ",
+        "Resource.",
+        "DomainResource.",
+    )
+    if resource_type == "Resource":
+        roots = ("Resource.",)
+    own = [
+        member
+        for member in members
+        if member.lstrip("(").startswith(roots) or member.lstrip("(") == resource_type
+    ]
+    if not own and all(not member[:1].isupper() for member in members):
+        # A few R4 expressions are relative ('name | alias'): root them at the type.
+        own = [f"{resource_type}.{member}" for member in members]
+    return " | ".join(own)
+
+
+def _parameter(
+    definition: dict[str, Any],
+    resource_type: str,
+    expression: str,
+    element_types: dict[str, dict[str, list[str]]],
+) -> SearchParameter:
+    compiled: CompiledExpression | None = compile_expression(expression, element_types)
+    evaluate: Evaluator = compiled.evaluate if compiled else _general(expression, resource_type)
+    return SearchParameter(
+        code=definition["code"],
+        type=definition["type"],
+        expression=expression,
+        evaluate=evaluate,
+        compiled=compiled is not None,
+        targets=tuple(definition.get("target", [])),
+    )
+
+
+def _general(expression: str, resource_type: str) -> Evaluator:
+    """A fhirpathpy evaluator (compiled once) for expressions the fast path does not cover."""
+    from fhirpathpy import compile as fhirpath_compile
+    from fhirpathpy.models import models
+
+    function = fhirpath_compile(expression, models["r4"])
+
+    def evaluate(resource: dict[str, Any]) -> list[Value]:
+        try:
+            found = function(resource, None)
+        except Exception:  # the engine raises bare Exceptions for what it does not implement
+            return []
+        return [Value(item, _kind(item)) for item in found if item is not None]
+
+    return evaluate
+
+
+def _kind(item: Any) -> str:
+    if isinstance(item, bool):
+        return "boolean"
+    if isinstance(item, (int, float)):
+        return "decimal"
+    if isinstance(item, str):
+        return "string"
+    return "Element"

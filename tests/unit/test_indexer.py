@@ -1,0 +1,113 @@
+"""Index entries per R4 search type, from the shipped SearchParameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fhir_server.model.instant import parse_date_range, to_micros
+from fhir_server.search.indexer import Indexer, normalize
+from fhir_server.search.registry import NOT_R4, load_search_parameters
+from fhir_server.search.values import (
+    DateEntry,
+    IndexEntry,
+    QuantityEntry,
+    ReferenceEntry,
+    StringEntry,
+    TokenEntry,
+)
+
+
+@pytest.fixture(scope="module")
+def indexer() -> Indexer:
+    return Indexer(load_search_parameters())
+
+
+def _of(entries: list[IndexEntry], param: str) -> list[IndexEntry]:
+    return [entry for entry in entries if entry.param == param]
+
+
+def _range(text: str) -> tuple[int, int]:
+    interval = parse_date_range(text)
+    assert interval is not None
+    return to_micros(interval[0]), to_micros(interval[1])
+
+
+def test_registry_covers_r4_and_skips_non_r4_additions() -> None:
+    registry = load_search_parameters()
+    assert registry.get("Patient", "birthdate") is not None
+    assert registry.get("Observation", "value-quantity") is not None
+    assert registry.get("Patient", "_id") is not None  # Resource-level parameters apply too
+    assert registry.get("DetectedIssue", "status") is None
+    assert "DetectedIssue-status" in NOT_R4
+    compiled = [
+        p.compiled for t in ("Patient", "Observation") for p in registry.for_type(t).values()
+    ]
+    assert sum(compiled) / len(compiled) > 0.9
+
+
+def test_patient_entries(indexer: Indexer) -> None:
+    patient: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"system": "urn:mrn", "value": "42"}],
+        "name": [{"family": "Ngozí", "given": ["Adaeze", "Chi"]}],
+        "gender": "female",
+        "birthDate": "1984-03",
+        "active": True,
+        "telecom": [{"system": "email", "value": "a@example.org"}],
+        "managingOrganization": {"reference": "Organization/o1"},
+    }
+    entries = indexer.entries(patient)
+    assert TokenEntry("identifier", "urn:mrn", "42") in entries
+    assert TokenEntry("gender", None, "female") in entries
+    assert TokenEntry("active", None, "true") in entries
+    assert TokenEntry("_id", None, "p1") in entries
+    assert TokenEntry("email", None, "a@example.org") in entries
+    assert StringEntry("family", "ngozi", "Ngozí") in entries
+    assert {e.normalized for e in _of(entries, "given")} == {"adaeze", "chi"}  # type: ignore[union-attr]
+    assert DateEntry("birthdate", *_range("1984-03")) in entries
+    assert ReferenceEntry("organization", "Organization", "o1", None) in entries
+    assert len(entries) == len(set(entries))
+
+
+def test_observation_entries(indexer: Indexer) -> None:
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": "HR"},
+        "subject": {"reference": "http://other.example/fhir/Patient/9/_history/2"},
+        "effectivePeriod": {"start": "2024-01-01T10:00:00Z"},
+        "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "/min"},
+    }
+    entries = indexer.entries(observation)
+    assert TokenEntry("code", "http://loinc.org", "8867-4") in entries
+    assert TokenEntry("status", None, "final") in entries
+    assert QuantityEntry("value-quantity", 72.0, "http://unitsofmeasure.org", "/min") in entries
+    low, _ = _range("2024-01-01T10:00:00Z")
+    assert DateEntry("date", low, None) in entries  # an open-ended Period
+    subject = _of(entries, "subject")
+    assert subject == [
+        ReferenceEntry("subject", None, None, "http://other.example/fhir/Patient/9/_history/2")
+    ]
+    # The URL names a Patient, so the reference also counts for `patient`.
+    assert _of(entries, "patient") == [
+        ReferenceEntry("patient", None, None, "http://other.example/fhir/Patient/9/_history/2")
+    ]
+
+
+def test_relative_and_contained_references(indexer: Indexer) -> None:
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": "Patient/p1/_history/3"},
+        "asserter": {"reference": "#contained"},
+    }
+    entries = indexer.entries(condition)
+    assert ReferenceEntry("subject", "Patient", "p1", None) in entries
+    assert ReferenceEntry("patient", "Patient", "p1", None) in entries
+    assert _of(entries, "asserter") == []
+
+
+def test_normalize() -> None:
+    assert normalize("ÉLOÏSE Straße") == "eloise strasse"
