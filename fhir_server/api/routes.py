@@ -222,11 +222,7 @@ def _create_condition(request: Request) -> str | None:
     parameters in the query string (``POST Patient?identifier=...``), as sent by clients such
     as fhirpy's ``get_or_create``. Never ignored: an unsupported parameter is a 400."""
     header = request.headers.get("if-none-exist")
-    if not request.url.query:
-        return header
-    query = urlencode(
-        [(k, v) for k, v in request.query_params.multi_items() if k not in RESULT_PARAMETERS]
-    )
+    query = _condition_query(request)
     if header is not None and query:
         raise BadRequest(
             "Give the condition either in If-None-Exist or in the query string, not both",
@@ -299,10 +295,17 @@ async def conditional_delete(request: Request) -> Response:
     return _deleted(result.version, media)
 
 
-def _criteria(request: Request, interaction: str) -> str:
-    query = urlencode(
+def _condition_query(request: Request) -> str:
+    """The query string without the parameters that only shape the response."""
+    if not request.url.query:
+        return ""
+    return urlencode(
         [(k, v) for k, v in request.query_params.multi_items() if k not in RESULT_PARAMETERS]
     )
+
+
+def _criteria(request: Request, interaction: str) -> str:
+    query = _condition_query(request)
     if not query:
         raise MethodNotAllowed(
             f"A type-level {interaction} needs search criteria (conditional {interaction})",

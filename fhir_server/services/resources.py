@@ -145,12 +145,10 @@ class ResourceService:
                 )
         return await self._store.history(query)
 
-    async def find(self, resource_type: str, criteria: str, limit: int = 2) -> list[StoredVersion]:
+    async def find(self, resource_type: str, criteria: str) -> list[StoredVersion]:
+        """Current resources matching conditional ``criteria``; at most two (enough for 412)."""
         self.check_type(resource_type)
-        query = parse_criteria(resource_type, criteria)
-        return await self._store.find(
-            IdentityQuery(query.resource_type, query.ids, query.tokens, limit)
-        )
+        return await self._store.find(parse_criteria(resource_type, criteria))
 
     # -- validation ------------------------------------------------------------------------
 
