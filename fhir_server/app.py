@@ -16,7 +16,10 @@ from fhir_server.api.routes import fhir_routes
 from fhir_server.config import Settings
 from fhir_server.definitions import load_definitions
 from fhir_server.model.instant import now_utc, to_instant
+from fhir_server.search.registry import load_search_parameters
 from fhir_server.services.resources import ResourceService
+from fhir_server.services.search import SearchService
+from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.validation.structure import StructureValidator
@@ -33,17 +36,27 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     definitions = load_definitions()
     validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
     store = build_store(settings)
+    search_index = SearchIndex(
+        load_search_parameters(),
+        definitions.is_resource_type,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        enabled=settings.search_indexing,
+    )
     service = ResourceService(
         store,
         definitions,
         validator,
+        search_index,
         allow_client_ids=settings.allow_client_ids,
         max_resource_bytes=settings.max_body_bytes,
     )
+    search = SearchService(store, service, search_index, definitions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        await service.reload_search_parameters()
         await asyncio.to_thread(validator.warm_up)
         app.state.ready = True
         try:
@@ -63,10 +76,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.definitions = definitions
     app.state.service = service
+    app.state.search = search
     app.state.store = store
     app.state.ready = False
     app.state.capability = orjson.dumps(
-        capability_statement(settings, definitions, to_instant(now_utc()))
+        capability_statement(settings, definitions, search_index.registry, to_instant(now_utc()))
     )
     errors.install(app)
     app.router.routes.extend(fhir_routes(settings.base_path))

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     allow_client_ids: bool = Field(
         default=True, description="PUT to a new id creates it (update-as-create)"
     )
+    search_indexing: bool = Field(
+        default=True,
+        description="Off only to measure what indexing costs: searches then find nothing",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def sqlite_path(self) -> Path:

@@ -11,14 +11,26 @@ from typing import Any
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.config import Settings
 from fhir_server.definitions import Definitions
+from fhir_server.search.registry import SearchParameterRegistry
 from fhir_server.services.resources import NOT_STORED
 
 INSTANCE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance")
-TYPE_INTERACTIONS = ("history-type", "create")
+TYPE_INTERACTIONS = ("history-type", "create", "search-type")
+COMMON_PARAMETERS = (
+    ("_id", "token"),
+    ("_lastUpdated", "date"),
+    ("_text", "string"),
+    ("_content", "string"),
+)
 VALIDATE = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 
 
-def capability_statement(settings: Settings, definitions: Definitions, date: str) -> dict[str, Any]:
+def capability_statement(
+    settings: Settings,
+    definitions: Definitions,
+    registry: SearchParameterRegistry,
+    date: str,
+) -> dict[str, Any]:
     resources = [
         {
             "type": name,
@@ -34,6 +46,7 @@ def capability_statement(settings: Settings, definitions: Definitions, date: str
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "operation": [{"name": "validate", "definition": VALIDATE}],
+            **_search(name, registry),
         }
         for name in sorted(definitions.resource_types - NOT_STORED)
     ]
@@ -52,13 +65,39 @@ def capability_statement(settings: Settings, definitions: Definitions, date: str
             {
                 "mode": "server",
                 "documentation": (
-                    "Conditional create, update and delete accept _id and identifier criteria."
+                    "Search (GET, and POST _search) supports every R4 search parameter with "
+                    "modifiers, prefixes, chaining, _has, _include/_revinclude (:iterate), "
+                    "_sort, _count, _total, _summary and _elements; conditional create, "
+                    "update and delete accept any search criteria."
                 ),
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+                "searchParam": [{"name": name, "type": kind} for name, kind in COMMON_PARAMETERS],
             }
         ],
     }
     if settings.public_base_url:
         statement["implementation"]["url"] = settings.public_base_url
     return statement
+
+
+def _search(resource_type: str, registry: SearchParameterRegistry) -> dict[str, Any]:
+    parameters = registry.for_type(resource_type)
+    usable = [
+        parameter
+        for parameter in parameters.values()
+        if parameter.indexed and parameter.code not in ("_id", "_lastUpdated")
+    ]
+    references = sorted(p.code for p in usable if p.type == "reference")
+    entry: dict[str, Any] = {
+        "searchInclude": ["*", *(f"{resource_type}:{code}" for code in references)],
+        "searchRevInclude": ["*"],
+        "searchParam": [
+            *({"name": name, "type": kind} for name, kind in COMMON_PARAMETERS),
+            *(
+                {"name": p.code, "type": p.type, **({"definition": p.url} if p.url else {})}
+                for p in sorted(usable, key=lambda p: p.code)
+            ),
+        ],
+    }
+    return entry

@@ -28,6 +28,7 @@ from fhir_server.api.rendering import (
     version_headers,
     write_response,
 )
+from fhir_server.api.search import compartment_search, system_search, type_search
 from fhir_server.config import Settings
 from fhir_server.errors import BadRequest, MethodNotAllowed
 from fhir_server.model.ids import parse_etag
@@ -328,19 +329,25 @@ INSTANCE = "/{resource_type}/{resource_id}"
 ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/metadata", capabilities, ["GET"]),
     ("/metadata", capabilities_read_only, ["POST", "PUT", "PATCH", "DELETE"]),
+    ("", system_search, ["GET"]),
+    ("/", system_search, ["GET"]),
+    ("/_search", system_search, ["POST"]),
     ("/_history", history, ["GET"]),
     (TYPE + "/_history", history, ["GET"]),
     (TYPE + "/$validate", validate, ["POST"]),
+    (TYPE + "/_search", type_search, ["POST"]),
     (INSTANCE, read, ["GET"]),
     (INSTANCE, update, ["PUT"]),
     (INSTANCE, patch, ["PATCH"]),
     (INSTANCE, delete, ["DELETE"]),
+    (TYPE, type_search, ["GET"]),
     (TYPE, create, ["POST"]),
     (TYPE, conditional_update, ["PUT"]),
     (TYPE, conditional_delete, ["DELETE"]),
     (INSTANCE + "/_history", history, ["GET"]),
     (INSTANCE + "/_history/{version_id}", vread, ["GET"]),
     (INSTANCE + "/$validate", validate, ["POST"]),
+    (INSTANCE + "/{target_type}", compartment_search, ["GET"]),
 ]
 
 

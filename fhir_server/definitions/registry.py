@@ -58,3 +58,24 @@ def _load_element_sets() -> dict[str, ElementSets]:
         name: ElementSets(frozenset(sets["summary"]), frozenset(sets["mandatory"]))
         for name, sets in raw.items()
     }
+
+
+@functools.cache
+def load_patient_compartment() -> dict[str, tuple[str, ...]]:
+    """Resource type -> the parameters linking it to a Patient (types without any omitted)."""
+    definition = json.loads((DATA_DIR / "compartmentdefinition-patient.json").read_text())
+    return {
+        item["code"]: tuple(item["param"]) for item in definition["resource"] if item.get("param")
+    }
+
+
+def profile_resources(resource_type: str) -> list[dict[str, Any]]:
+    """Resources of ``resource_type`` shipped as JSON files under the ``profiles`` package
+    (Rofecare's own SearchParameters, StructureDefinitions...), in a stable order."""
+    root = Path(str(resources.files("profiles")))
+    found: list[dict[str, Any]] = []
+    for path in sorted(root.rglob("*.json")):
+        content = json.loads(path.read_text())
+        if isinstance(content, dict) and content.get("resourceType") == resource_type:
+            found.append(content)
+    return found

@@ -2,22 +2,26 @@
 
 The values each parameter's expression selects (``search/paths.py``, or the general engine)
 are turned into the typed entries of its search type, following the R4 rules for which
-datatypes each type indexes (https://hl7.org/fhir/R4/search.html#ptypes). Composite and
-special parameters are not indexed here.
+datatypes each type indexes (https://hl7.org/fhir/R4/search.html#ptypes). ``_id`` and
+``_lastUpdated`` are columns of every store, so they get no entries; special parameters
+(``near``) have no R4 expression to index.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fhir_server.model.instant import parse_date_range, to_micros
 from fhir_server.search.paths import Value
 from fhir_server.search.registry import SearchParameter, SearchParameterRegistry
+from fhir_server.search.ucum import canonical
 from fhir_server.search.values import (
     DateEntry,
+    FullText,
     IndexEntry,
     NumberEntry,
     QuantityEntry,
@@ -26,6 +30,9 @@ from fhir_server.search.values import (
     TokenEntry,
     UriEntry,
 )
+
+UCUM = "http://unitsofmeasure.org"
+COLUMN_PARAMETERS = frozenset({"_id", "_lastUpdated"})
 
 _STRING_PARTS = {
     "HumanName": ("text", "family", "given", "prefix", "suffix"),
@@ -42,106 +49,191 @@ def normalize(text: str) -> str:
 
 class Indexer:
     def __init__(self, registry: SearchParameterRegistry) -> None:
-        self._registry = registry
+        self.registry = registry
 
     def entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
         """Every index entry of ``resource``, without duplicates."""
         found: dict[IndexEntry, None] = {}
-        for parameter in self._registry.for_type(resource["resourceType"]).values():
+        for parameter in self.registry.for_type(resource["resourceType"]).values():
+            if parameter.code in COLUMN_PARAMETERS:
+                continue
+            if parameter.type == "composite":
+                for entry in _composite(parameter, resource):
+                    found[entry] = None
+                continue
             extract = _EXTRACTORS.get(parameter.type)
             if extract is None:
                 continue
             for value in parameter.evaluate(resource):
-                for entry in extract(parameter, value):
+                for entry in extract(parameter.code, value, 0):
                     found[entry] = None
         return list(found)
 
 
-def _strings(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
+def full_text(resource: dict[str, Any]) -> FullText:
+    """``_text`` searches the narrative; ``_content`` every string value of the resource."""
+    text = resource.get("text")
+    div = text.get("div") if isinstance(text, dict) else None
+    narrative = _TAG.sub(" ", div) if isinstance(div, str) else ""
+    strings: list[str] = []
+    _collect_strings(resource, strings)
+    return FullText(normalize(html.unescape(narrative)), normalize(" ".join(strings)))
+
+
+_TAG = re.compile(r"<[^>]*>")
+_NOT_CONTENT = frozenset({"div", "reference", "system", "url", "id", "resourceType", "data"})
+
+
+def _collect_strings(node: Any, into: list[str]) -> None:
+    if isinstance(node, dict):
+        for key, item in node.items():
+            if key not in _NOT_CONTENT:
+                _collect_strings(item, into)
+    elif isinstance(node, list):
+        for item in node:
+            _collect_strings(item, into)
+    elif isinstance(node, str):
+        into.append(node)
+
+
+def _composite(parameter: SearchParameter, resource: dict[str, Any]) -> Iterator[IndexEntry]:
+    """Each root item is one group; component ``i`` is stored as ``code$i`` in that group."""
+    group = 0
+    for root in parameter.composite:
+        for item in root.evaluate(resource):
+            group += 1
+            for index, (kind, paths) in enumerate(root.components):
+                extract = _EXTRACTORS.get(kind)
+                if extract is None:
+                    continue
+                code = f"{parameter.code}${index}"
+                for path in paths:
+                    for value in path.evaluate(item.value):
+                        yield from extract(code, value, group)
+
+
+def _strings(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
     node = value.value
     if isinstance(node, str):
-        yield StringEntry(parameter.code, normalize(node), node)
+        yield StringEntry(code, normalize(node), node, group)
     elif isinstance(node, dict):
         parts = _STRING_PARTS.get(value.type) or tuple(node)
         for part in parts:
             item = node.get(part)
             for text in item if isinstance(item, list) else [item]:
                 if isinstance(text, str):
-                    yield StringEntry(parameter.code, normalize(text), text)
+                    yield StringEntry(code, normalize(text), text, group)
 
 
-def _tokens(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
-    node, code = value.value, parameter.code
+def _tokens(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+    node = value.value
     if isinstance(node, bool):
-        yield TokenEntry(code, None, "true" if node else "false")
+        yield TokenEntry(code, None, "true" if node else "false", None, group)
     elif isinstance(node, (str, int, float)):
-        yield TokenEntry(code, None, str(node))
+        yield TokenEntry(code, None, str(node), None, group)
     elif isinstance(node, dict):
         if "coding" in node or value.type == "CodeableConcept":
             for coding in node.get("coding") or []:
                 if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                    yield TokenEntry(code, coding.get("system"), coding["code"])
+                    yield _coding(code, coding, group)
+            if isinstance(node.get("text"), str):
+                yield TokenEntry(code, None, "", normalize(node["text"]), group)
         elif isinstance(node.get("code"), str):  # Coding
-            yield TokenEntry(code, node.get("system"), node["code"])
+            yield _coding(code, node, group)
         elif isinstance(node.get("value"), str):  # Identifier, ContactPoint
-            system = node.get("system") if value.type != "ContactPoint" else None
-            yield TokenEntry(code, system, node["value"])
+            if value.type == "ContactPoint":
+                yield TokenEntry(code, None, node["value"], None, group)
+                return
+            yield TokenEntry(code, node.get("system"), node["value"], None, group)
+            yield from _identifier_types(code, node, group)
 
 
-def _dates(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
+def _coding(code: str, coding: dict[str, Any], group: int) -> TokenEntry:
+    display = coding.get("display")
+    normalized = normalize(display) if isinstance(display, str) else None
+    return TokenEntry(code, coding.get("system"), coding["code"], normalized, group)
+
+
+def _identifier_types(code: str, identifier: dict[str, Any], group: int) -> Iterator[IndexEntry]:
+    """``:of-type`` (search.html#token): stored as (type system, 'type code|value')."""
+    kind = identifier.get("type")
+    codings = kind.get("coding") if isinstance(kind, dict) else None
+    for coding in codings or []:
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            text = f"{coding['code']}|{identifier['value']}"
+            yield TokenEntry(f"{code}:of-type", coding.get("system"), text, None, group)
+
+
+def _dates(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
     node = value.value
     if isinstance(node, str):
         interval = parse_date_range(node)
         if interval:
-            yield DateEntry(parameter.code, to_micros(interval[0]), to_micros(interval[1]))
+            yield DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group)
     elif isinstance(node, dict):
         if "start" in node or "end" in node:  # Period
             start = parse_date_range(node["start"]) if isinstance(node.get("start"), str) else None
             end = parse_date_range(node["end"]) if isinstance(node.get("end"), str) else None
             yield DateEntry(
-                parameter.code,
+                code,
                 to_micros(start[0]) if start else None,
                 to_micros(end[1]) if end else None,
+                group,
             )
         for event in node.get("event") or []:  # Timing
             interval = parse_date_range(event) if isinstance(event, str) else None
             if interval:
-                yield DateEntry(parameter.code, to_micros(interval[0]), to_micros(interval[1]))
+                yield DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group)
 
 
-def _numbers(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
+def _numbers(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
     node = value.value
     if isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield NumberEntry(parameter.code, float(node))
+        yield NumberEntry(code, float(node), group)
 
 
-def _quantities(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
+def _quantities(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
     node = value.value
     if isinstance(node, dict) and isinstance(node.get("value"), (int, float)):
+        number = float(node["value"])
         system, unit_code = node.get("system"), node.get("code") or node.get("unit")
         if "currency" in node:  # Money
             system, unit_code = "urn:iso:std:iso:4217", node["currency"]
-        yield QuantityEntry(parameter.code, float(node["value"]), system, unit_code)
+        converted = None
+        if system == UCUM and isinstance(node.get("code"), str):
+            converted = canonical(number, node["code"])
+        yield QuantityEntry(
+            code,
+            number,
+            system,
+            unit_code,
+            converted[0] if converted else None,
+            converted[1] if converted else None,
+            group,
+        )
 
 
-def _references(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
+def _references(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
     node = value.value
     text = node.get("reference") if isinstance(node, dict) else node
+    if isinstance(node, dict) and isinstance(node.get("identifier"), dict):
+        identifier = Value(node["identifier"], "Identifier")
+        yield from _tokens(f"{code}:identifier", identifier, group)
     if not isinstance(text, str) or text.startswith("#"):
         return
     match = _RELATIVE.fullmatch(text)
     if match and not text.startswith(("urn:", "http:", "https:")):
-        yield ReferenceEntry(parameter.code, match.group(1), match.group(2), None)
+        yield ReferenceEntry(code, match.group(1), match.group(2), None, group)
     else:
-        yield ReferenceEntry(parameter.code, None, None, text)
+        yield ReferenceEntry(code, None, None, text, group)
 
 
-def _uris(parameter: SearchParameter, value: Value) -> Iterator[IndexEntry]:
+def _uris(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
     if isinstance(value.value, str):
-        yield UriEntry(parameter.code, value.value)
+        yield UriEntry(code, value.value, group)
 
 
-_EXTRACTORS = {
+_EXTRACTORS: dict[str, Callable[[str, Value, int], Iterator[IndexEntry]]] = {
     "string": _strings,
     "token": _tokens,
     "date": _dates,

@@ -135,15 +135,69 @@ def compile_path(text: str, element_types: dict[str, dict[str, list[str]]]) -> C
         return None
     if steps is None:
         return None
-    return CompiledPath(root, steps, final)
+    return CompiledPath(root, steps[0], final)
+
+
+class RelativePath:
+    """A path evaluated from an element rather than a resource: a composite's component
+    (``value.as(Quantity)`` inside each ``Observation.component``)."""
+
+    def __init__(self, steps: tuple[_Step, ...], final: _Filter | None) -> None:
+        self.steps = steps
+        self.final = final
+
+    def evaluate(self, node: Any) -> list[Value]:
+        values = [Value(node, "Element")]
+        for step in self.steps:
+            values = [found for value in values for found in _select(value.value, step)]
+        if self.final is not None:
+            values = [value for value in values if _keep(value, self.final)]
+        return values
+
+
+def compile_relative(
+    context: str, expression: str, element_types: dict[str, dict[str, list[str]]]
+) -> list[RelativePath] | None:
+    """The members of ``expression`` compiled relative to the element ``context`` (a plain
+    path such as ``Observation.component``), or None when some member is not a plain path."""
+    match = _PATH.fullmatch(_strip_parentheses(context.strip()))
+    if match is None:
+        return None
+    root = _COMMON_ELEMENTS_OF if match["root"] in ANY_RESOURCE else match["root"]
+    resolved = _typed_steps(root, match["steps"], element_types)
+    if resolved is None:
+        return None
+    owner, prefix = resolved[1]
+    members: list[RelativePath] = []
+    for member in split_union(expression):
+        text = _strip_parentheses(member)
+        final: _Filter | None = None
+        suffix = _SUFFIX.search(text)
+        if suffix and (suffix["as"] or suffix["as_call"]):
+            final = _Filter("as", suffix["as"] or suffix["as_call"])
+            text = _strip_parentheses(text[: suffix.start()].strip())
+        if not re.fullmatch(rf"{_STEP}(?:\.{_STEP})*", text):
+            return None
+        steps = _typed_steps(owner, "." + text, element_types, prefix)
+        if steps is None:
+            return None
+        members.append(RelativePath(steps[0], final))
+    return members
 
 
 def _typed_steps(
-    root: str, text: str, element_types: dict[str, dict[str, list[str]]]
-) -> tuple[_Step, ...] | None:
-    """Resolve each step against the element table, following datatypes and references."""
+    root: str,
+    text: str,
+    element_types: dict[str, dict[str, list[str]]],
+    start_prefix: str = "",
+) -> tuple[tuple[_Step, ...], tuple[str, str]] | None:
+    """Resolve each step against the element table, following datatypes and references.
+
+    Returns the steps and where the walk ended (owner type, path prefix inside it), so a
+    relative expression can continue from there.
+    """
     steps: list[_Step] = []
-    owner, prefix = root, ""
+    owner, prefix = root, start_prefix
     for raw in filter(None, text.split(".")):
         name, _, rest = raw.partition("[")
         index = int(rest[:-1]) if rest else None
@@ -169,7 +223,7 @@ def _typed_steps(
             owner, prefix = "", ""  # a choice or primitive: nothing can follow but a filter
         else:
             owner, prefix = types[0], ""
-    return tuple(steps)
+    return tuple(steps), (owner, prefix)
 
 
 def _select(node: Any, step: _Step) -> Iterator[Value]:

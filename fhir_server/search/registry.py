@@ -13,13 +13,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.definitions.registry import DATA_DIR, load_element_types
-from fhir_server.search.paths import CompiledExpression, Value, compile_expression, split_union
+from fhir_server.definitions.registry import DATA_DIR, load_element_types, profile_resources
+from fhir_server.search.paths import (
+    CompiledExpression,
+    RelativePath,
+    Value,
+    compile_expression,
+    compile_path,
+    compile_relative,
+    split_union,
+)
 
 NOT_R4 = frozenset(
     {"DetectedIssue-status", "DeviceDefinition-classification", "ServiceRequest-order-detail"}
 )
 Evaluator = Callable[[dict[str, Any]], list[Value]]
+
+
+@dataclass(frozen=True)
+class CompositeRoot:
+    """One member of a composite's root expression with its components compiled relative to
+    it: each selected item is a group whose component values must match together."""
+
+    evaluate: Evaluator
+    components: tuple[tuple[str, tuple[RelativePath, ...]], ...]  # (search type, paths)
 
 
 @dataclass(frozen=True)
@@ -32,17 +49,31 @@ class SearchParameter:
     evaluate: Evaluator
     compiled: bool  # False: evaluated by the general FHIRPath engine
     targets: tuple[str, ...] = ()
+    url: str = ""
+    composite: tuple[CompositeRoot, ...] = ()
+
+    @property
+    def indexed(self) -> bool:
+        """Whether writes store values for it (composites only when every part compiled)."""
+        if self.type == "composite":
+            return bool(self.composite)
+        return self.type != "special"
 
 
 class SearchParameterRegistry:
     """Parameters per type; those defined on ``Resource`` (``_id``, ``_tag``...) apply to all."""
 
-    def __init__(self, by_type: dict[str, dict[str, SearchParameter]]) -> None:
+    def __init__(
+        self,
+        by_type: dict[str, dict[str, SearchParameter]],
+        definitions: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         common = by_type.get("Resource", {})
         self._by_type = {
             name: {**common, **own} for name, own in by_type.items() if name != "Resource"
         }
         self._common = common
+        self.definitions = definitions
 
     def for_type(self, resource_type: str) -> dict[str, SearchParameter]:
         return self._by_type.get(resource_type, self._common)
@@ -50,27 +81,40 @@ class SearchParameterRegistry:
     def get(self, resource_type: str, code: str) -> SearchParameter | None:
         return self.for_type(resource_type).get(code)
 
+    def extended(self, extra: list[dict[str, Any]]) -> SearchParameterRegistry:
+        """A registry with ``extra`` SearchParameter resources added (a code defined again for
+        a type replaces the earlier one): Rofecare's own and those POSTed at run time."""
+        return build_registry([*self.definitions, *extra])
+
     def __len__(self) -> int:
         return sum(len(parameters) for parameters in self._by_type.values())
 
 
 @functools.cache
 def load_search_parameters() -> SearchParameterRegistry:
+    """The official R4 parameters plus Rofecare's own (``profiles/``)."""
     bundle = json.loads((DATA_DIR / "search-parameters.json").read_text())
+    official = [
+        entry["resource"] for entry in bundle["entry"] if entry["resource"]["id"] not in NOT_R4
+    ]
+    return build_registry([*official, *profile_resources("SearchParameter")])
+
+
+def build_registry(definitions: list[dict[str, Any]]) -> SearchParameterRegistry:
     element_types = load_element_types()
+    by_url = {d["url"]: d for d in definitions if isinstance(d.get("url"), str)}
     by_type: dict[str, dict[str, SearchParameter]] = {}
-    for entry in bundle["entry"]:
-        definition = entry["resource"]
+    for definition in definitions:
         expression = definition.get("expression")
-        if definition["id"] in NOT_R4 or not expression:
+        if not expression:
             continue
         for resource_type in definition.get("base", []):
             own = _members_for(expression, resource_type)
             if not own:
                 continue
-            parameter = _parameter(definition, resource_type, own, element_types)
+            parameter = _parameter(definition, resource_type, own, element_types, by_url)
             by_type.setdefault(resource_type, {})[definition["code"]] = parameter
-    return SearchParameterRegistry(by_type)
+    return SearchParameterRegistry(by_type, tuple(definitions))
 
 
 def _members_for(expression: str, resource_type: str) -> str:
@@ -100,9 +144,13 @@ def _parameter(
     resource_type: str,
     expression: str,
     element_types: dict[str, dict[str, list[str]]],
+    by_url: dict[str, dict[str, Any]],
 ) -> SearchParameter:
     compiled: CompiledExpression | None = compile_expression(expression, element_types)
     evaluate: Evaluator = compiled.evaluate if compiled else _general(expression, resource_type)
+    composite: tuple[CompositeRoot, ...] = ()
+    if definition["type"] == "composite":
+        composite = _composite_roots(definition, expression, element_types, by_url)
     return SearchParameter(
         code=definition["code"],
         type=definition["type"],
@@ -110,7 +158,33 @@ def _parameter(
         evaluate=evaluate,
         compiled=compiled is not None,
         targets=tuple(definition.get("target", [])),
+        url=definition.get("url", ""),
+        composite=composite,
     )
+
+
+def _composite_roots(
+    definition: dict[str, Any],
+    expression: str,
+    element_types: dict[str, dict[str, list[str]]],
+    by_url: dict[str, dict[str, Any]],
+) -> tuple[CompositeRoot, ...]:
+    """Compile each component against each root member; () when any part does not compile
+    (the parameter is then reported as unsupported rather than answered wrongly)."""
+    roots: list[CompositeRoot] = []
+    for member in split_union(expression):
+        root = compile_path(member, element_types)
+        if root is None:
+            return ()
+        components: list[tuple[str, tuple[RelativePath, ...]]] = []
+        for component in definition.get("component", []):
+            target = by_url.get(component.get("definition", ""))
+            paths = compile_relative(member, component.get("expression", ""), element_types)
+            if target is None or paths is None:
+                return ()
+            components.append((target["type"], tuple(paths)))
+        roots.append(CompositeRoot(root.evaluate, tuple(components)))
+    return tuple(roots)
 
 
 def _general(expression: str, resource_type: str) -> Evaluator:

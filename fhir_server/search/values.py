@@ -2,6 +2,10 @@
 
 Storage backends persist and query these; they never evaluate FHIRPath themselves.
 Each kind follows its R4 search type (https://hl7.org/fhir/R4/search.html#ptypes).
+
+``param`` is the search parameter's code; the components of a composite parameter are
+stored under ``code$index`` with a ``group`` number shared by the values of one composite
+item, so ``component-code-value-quantity`` matches only when one component holds both.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TokenEntry:
-    """One token search value (system, code) of a search parameter."""
+    """One token (system, code); ``display`` is the normalized Coding.display or
+    CodeableConcept.text that ``:text`` searches."""
 
     param: str
     system: str | None
     code: str
+    display: str | None = None
+    group: int = 0
 
 
 @dataclass(frozen=True)
@@ -25,32 +32,40 @@ class StringEntry:
     param: str
     normalized: str
     exact: str
+    group: int = 0
 
 
 @dataclass(frozen=True)
 class DateEntry:
     """The instant range [low, high) the value covers at its precision, in epoch microseconds.
 
-    An open end (a Period without ``end``) is None.
+    An open end (a Period without ``start`` or ``end``) is None.
     """
 
     param: str
     low: int | None
     high: int | None
+    group: int = 0
 
 
 @dataclass(frozen=True)
 class NumberEntry:
     param: str
     value: float
+    group: int = 0
 
 
 @dataclass(frozen=True)
 class QuantityEntry:
+    """A quantity as written, and in canonical UCUM units when the unit converts."""
+
     param: str
     value: float
     system: str | None
     code: str | None
+    canonical_value: float | None = None
+    canonical_code: str | None = None
+    group: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,14 +76,24 @@ class ReferenceEntry:
     target_type: str | None
     target_id: str | None
     url: str | None
+    group: int = 0
 
 
 @dataclass(frozen=True)
 class UriEntry:
     param: str
     uri: str
+    group: int = 0
 
 
 IndexEntry = (
     TokenEntry | StringEntry | DateEntry | NumberEntry | QuantityEntry | ReferenceEntry | UriEntry
 )
+
+
+@dataclass(frozen=True)
+class FullText:
+    """What ``_text`` (the narrative) and ``_content`` (every string value) search."""
+
+    narrative: str
+    content: str

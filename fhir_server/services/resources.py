@@ -34,14 +34,14 @@ from fhir_server.errors import (
 from fhir_server.model.ids import is_valid_id, new_id
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
-from fhir_server.search.tokens import identifier_tokens
+from fhir_server.search.plan import SearchPlan
 from fhir_server.services.content import apply_json_patch, without_server_meta
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.locks import KeyedLocks
+from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import (
     HistoryPage,
     HistoryQuery,
-    IdentityQuery,
     Method,
     ResourceStore,
     StoredVersion,
@@ -77,6 +77,7 @@ class ResourceService:
         store: ResourceStore,
         definitions: Definitions,
         validator: StructureValidator,
+        search_index: SearchIndex,
         *,
         allow_client_ids: bool = True,
         max_resource_bytes: int = 10 * 1024 * 1024,
@@ -85,6 +86,7 @@ class ResourceService:
         self._max_resource_bytes = max_resource_bytes
         self._definitions = definitions
         self._validator = validator
+        self._search_index = search_index
         self._allow_client_ids = allow_client_ids
         self._locks = KeyedLocks()
 
@@ -145,10 +147,30 @@ class ResourceService:
                 )
         return await self._store.history(query)
 
+    def condition(self, resource_type: str, criteria: str) -> SearchPlan:
+        return parse_criteria(resource_type, criteria, self._search_index.parser)
+
     async def find(self, resource_type: str, criteria: str) -> list[StoredVersion]:
         """Current resources matching conditional ``criteria``; at most two (enough for 412)."""
         self.check_type(resource_type)
-        return await self._store.find(parse_criteria(resource_type, criteria))
+        return await self._matches(self.condition(resource_type, criteria))
+
+    async def _matches(self, plan: SearchPlan) -> list[StoredVersion]:
+        return (await self._store.search(plan)).matches
+
+    async def reload_search_parameters(self) -> None:
+        """Put the stored SearchParameter resources in force (at start and after each write
+        of one), so that new writes index them; older resources need ``rofecare reindex``."""
+        definitions: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            plan = SearchPlan(("SearchParameter",), (), count=500, cursor=cursor, total="none")
+            page = await self._store.search(plan)
+            definitions.extend(orjson.loads(v.body) for v in page.matches if v.body)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        self._search_index.use_stored(definitions)
 
     # -- validation ------------------------------------------------------------------------
 
@@ -171,11 +193,11 @@ class ResourceService:
         await self.validate(without_server_meta(resource), resource_type)
         if if_none_exist is None:
             return await self._create(resource_type, resource)
-        query = parse_criteria(resource_type, if_none_exist)
+        query = self.condition(resource_type, if_none_exist)
         # Two conditional writes with one condition must not both create (in this process;
         # across worker processes see docs/api.md).
-        async with self._locks.hold(("condition", query)):
-            matches = await self._store.find(query)
+        async with self._locks.hold(("condition", query.resource_types, query.where)):
+            matches = await self._matches(query)
             if len(matches) > 1:
                 raise PreconditionFailed(
                     f"If-None-Exist matches more than one {resource_type}",
@@ -231,18 +253,18 @@ class ResourceService:
         """PUT [type]?criteria (http.html#cond-update)."""
         self.check_type(resource_type)
         await self.validate(without_server_meta(resource), resource_type)
-        query = parse_criteria(resource_type, criteria)
-        async with self._locks.hold(("condition", query)):
+        query = self.condition(resource_type, criteria)
+        async with self._locks.hold(("condition", query.resource_types, query.where)):
             return await self._conditional_update(resource_type, query, resource, if_match)
 
     async def _conditional_update(
         self,
         resource_type: str,
-        query: IdentityQuery,
+        query: SearchPlan,
         resource: dict[str, Any],
         if_match: int | None,
     ) -> WriteResult:
-        matches = await self._store.find(query)
+        matches = await self._matches(query)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"The condition matches more than one {resource_type}",
@@ -331,6 +353,8 @@ class ResourceService:
                 body=None,
             )
             await self._store.write([record])
+            if resource_type == "SearchParameter":
+                await self.reload_search_parameters()
             return WriteResult(_stored(record), created=False)
 
         return await self._versioned_write(
@@ -393,12 +417,15 @@ class ResourceService:
         current_version = current.version_id if current else 0
         version_id = current_version + 1
         body = with_meta({**resource, "id": resource_id}, version_id, to_instant(moment))
+        if resource_type == "SearchParameter":
+            self._search_index.check_definition(body)
         data = orjson.dumps(body)
         if len(data) > self._max_resource_bytes:
             raise PayloadTooLarge(
                 f"The resource would be {len(data)} bytes; the limit is {self._max_resource_bytes}",
                 rofecare_code="rofecare-1507",
             )
+        entries, text = self._search_index.entries(body)
         record = WriteRecord(
             resource_type=resource_type,
             resource_id=resource_id,
@@ -407,9 +434,12 @@ class ResourceService:
             last_updated=_millis(moment),
             method=method,
             body=data,
-            tokens=identifier_tokens(body),
+            entries=entries,
+            full_text=text,
         )
         await self._store.write([record])
+        if resource_type == "SearchParameter":
+            await self.reload_search_parameters()
         return WriteResult(_stored(record), created=current is None or current.deleted)
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-# Re-exported: records and queries carry search values.
-from fhir_server.search.values import TokenEntry as TokenEntry
+from fhir_server.search.plan import SearchPlan
+from fhir_server.search.values import FullText, IndexEntry
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 
@@ -45,11 +45,23 @@ class WriteRecord:
     last_updated: datetime
     method: Method
     body: bytes | None
-    tokens: tuple[TokenEntry, ...] = field(default_factory=tuple)
+    entries: tuple[IndexEntry, ...] = field(default_factory=tuple)
+    full_text: FullText | None = None
 
     @property
     def deleted(self) -> bool:
         return self.body is None
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """Fresh search index entries for a resource's current version (``rofecare reindex``)."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    entries: tuple[IndexEntry, ...]
+    full_text: FullText | None
 
 
 @dataclass(frozen=True)
@@ -88,18 +100,23 @@ class HistoryPage:
 
 
 @dataclass(frozen=True)
-class IdentityQuery:
-    """Which current resources of one type match: the conditional-interaction criteria.
+class SearchPage:
+    """One page of a search: the matches in order, the resources ``_include``/``_revinclude``
+    pulled in, the total when asked for, and opaque cursors for the neighbouring pages."""
 
-    Each tuple is an OR of alternatives; the list of tuples is an AND.
-    ``ids`` restricts to logical ids, ``tokens`` to (param, system, code) matches where a
-    None system matches any system and an empty-string system means "no system".
-    """
+    matches: list[StoredVersion]
+    included: list[StoredVersion]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
 
-    resource_type: str
-    ids: tuple[str, ...] | None = None
-    tokens: tuple[tuple[TokenEntry, ...], ...] = ()
-    limit: int = 2
+
+@dataclass(frozen=True)
+class CurrentPage:
+    """Current versions in store order, for reindexing; ``next_cursor`` None at the end."""
+
+    versions: list[StoredVersion]
+    next_cursor: int | None
 
 
 class ResourceStore(Protocol):
@@ -126,8 +143,18 @@ class ResourceStore(Protocol):
 
     async def history(self, query: HistoryQuery) -> HistoryPage: ...
 
-    async def find(self, query: IdentityQuery) -> list[StoredVersion]:
-        """Current, non-deleted versions matching ``query``, at most ``query.limit``."""
+    async def search(self, plan: SearchPlan) -> SearchPage:
+        """Current, non-deleted resources matching ``plan``; 400 (BadRequest) for a cursor
+        this store did not issue."""
+        ...
+
+    async def current(self, cursor: int | None, limit: int) -> CurrentPage:
+        """Current non-deleted versions after ``cursor``, in a stable order."""
+        ...
+
+    async def replace_index(self, records: Sequence[IndexRecord]) -> int:
+        """Replace the index entries of each record's resource if it is still at that
+        version (a concurrent write already indexed a newer one); returns how many were."""
         ...
 
     async def check(self) -> list[str]:

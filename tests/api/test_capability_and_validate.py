@@ -17,7 +17,7 @@ def test_capability_statement_claims_what_is_implemented(client: TestClient) -> 
     assert statement["patchFormat"] == ["application/json-patch+json"]
     rest = statement["rest"][0]
     assert rest["mode"] == "server"
-    assert [i["code"] for i in rest["interaction"]] == ["history-system"]
+    assert [i["code"] for i in rest["interaction"]] == ["history-system", "search-system"]
     types = {resource["type"]: resource for resource in rest["resource"]}
     assert len(types) == 144 and "Project" not in types
     assert "Parameters" not in types and "OperationOutcome" not in types  # no REST endpoint
@@ -25,9 +25,12 @@ def test_capability_statement_claims_what_is_implemented(client: TestClient) -> 
     codes = {interaction["code"] for interaction in patient_caps["interaction"]}
     assert codes == {
         "read", "vread", "update", "patch", "delete",
-        "history-instance", "history-type", "create",
+        "history-instance", "history-type", "create", "search-type",
     }  # fmt: skip
-    assert "search-type" not in codes  # search arrives with the search engine
+    parameters = {p["name"]: p["type"] for p in patient_caps["searchParam"]}
+    assert parameters["name"] == "string" and parameters["birthdate"] == "date"
+    assert parameters["_id"] == "token" and parameters["_lastUpdated"] == "date"
+    assert "Patient:general-practitioner" in patient_caps["searchInclude"]
     assert patient_caps["versioning"] == "versioned-update"
     assert patient_caps["conditionalDelete"] == "single"
     assert patient_caps["operation"][0]["name"] == "validate"

@@ -168,7 +168,7 @@ def test_conditional_create(client: TestClient) -> None:
     ambiguous = client.post("/fhir/Patient", json=patient(), headers={**FHIR_JSON, **condition})
     assert_outcome(ambiguous, 412, "rofecare-1201")
     unsupported = client.post(
-        "/fhir/Patient", json=patient(), headers={**FHIR_JSON, "If-None-Exist": "name=Okafor"}
+        "/fhir/Patient", json=patient(), headers={**FHIR_JSON, "If-None-Exist": "nickname=Okafor"}
     )
     assert_outcome(unsupported, 400, "rofecare-2003")
 
@@ -267,7 +267,7 @@ def test_conditional_create_from_the_query_string(client: TestClient) -> None:
     assert first.status_code == 201
     again = client.post(url + "&_pretty=true", json=patient(), headers=FHIR_JSON)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    unsupported = client.post("/fhir/Patient?family=Okafor", json=patient(), headers=FHIR_JSON)
+    unsupported = client.post("/fhir/Patient?nickname=Okafor", json=patient(), headers=FHIR_JSON)
     assert_outcome(unsupported, 400, "rofecare-2003")
     both = client.post(
         url, json=patient(), headers={**FHIR_JSON, "If-None-Exist": "identifier=MRN-1"}

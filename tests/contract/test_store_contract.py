@@ -12,11 +12,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from fhir_server.search.plan import IdMatch, SearchPlan, TokenMatch, Where
+from fhir_server.search.values import TokenEntry
 from fhir_server.storage.base import (
     HistoryQuery,
-    IdentityQuery,
     ResourceStore,
-    TokenEntry,
     VersionConflict,
     WriteRecord,
 )
@@ -47,7 +47,7 @@ def record(
         last_updated=at or T0 + timedelta(minutes=version),
         method="DELETE" if deleted else ("POST" if version == 1 else "PUT"),
         body=body,
-        tokens=tokens,
+        entries=tokens,
     )
 
 
@@ -148,49 +148,35 @@ async def test_history_since_and_at(store: ResourceStore) -> None:
     assert [v.version_id for v in whole_day.versions] == [3, 2, 1]
 
 
+def identifier(system: str | None, code: str) -> TokenMatch:
+    return TokenMatch("identifier", system, code)
+
+
 @pytest.mark.parametrize(
-    ("query", "expected"),
+    ("resource_type", "where", "expected"),
     [
-        (IdentityQuery("Patient", ids=("a",)), ["a"]),
-        (IdentityQuery("Patient", ids=("a", "b"), limit=5), ["a", "b"]),
-        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", "urn:mrn", "1"),),)), ["a"]),
-        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", None, "1"),),)), ["a", "c"]),
-        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", "", "1"),),)), ["c"]),
-        (
-            IdentityQuery(
-                "Patient",
-                tokens=(
-                    (
-                        TokenEntry("identifier", "urn:mrn", "1"),
-                        TokenEntry("identifier", "urn:mrn", "2"),
-                    ),
-                ),
-                limit=5,
-            ),
-            ["a", "b"],
-        ),
-        (
-            IdentityQuery(
-                "Patient",
-                ids=("b",),
-                tokens=((TokenEntry("identifier", "urn:mrn", "1"),),),
-            ),
-            [],
-        ),
-        (IdentityQuery("Patient", tokens=((TokenEntry("identifier", None, "gone"),),)), []),
-        (IdentityQuery("Observation", ids=("a",)), []),
+        ("Patient", ((IdMatch(("a",)),),), ["a"]),
+        ("Patient", ((IdMatch(("a", "b")),),), ["a", "b"]),
+        ("Patient", ((identifier("urn:mrn", "1"),),), ["a"]),
+        ("Patient", ((identifier(None, "1"),),), ["a", "c"]),
+        ("Patient", ((identifier("", "1"),),), ["c"]),
+        ("Patient", ((identifier("urn:mrn", "1"), identifier("urn:mrn", "2")),), ["a", "b"]),
+        ("Patient", ((IdMatch(("b",)),), (identifier("urn:mrn", "1"),)), []),
+        ("Patient", ((identifier(None, "gone"),),), []),
+        ("Observation", ((IdMatch(("a",)),),), []),
     ],
 )
-async def test_find_by_id_and_identifier(
-    store: ResourceStore, query: IdentityQuery, expected: list[str]
+async def test_search_by_id_and_identifier(
+    store: ResourceStore, resource_type: str, where: Where, expected: list[str]
 ) -> None:
     await store.write([record("a", 1, tokens=(TokenEntry("identifier", "urn:mrn", "1"),))])
     await store.write([record("b", 1, tokens=(TokenEntry("identifier", "urn:mrn", "2"),))])
     await store.write([record("c", 1, tokens=(TokenEntry("identifier", None, "1"),))])
     await store.write([record("d", 1, tokens=(TokenEntry("identifier", None, "gone"),))])
     await store.write([record("d", 2, deleted=True)])
-    found = await store.find(query)
-    assert [version.resource_id for version in found] == expected
+    page = await store.search(SearchPlan((resource_type,), where))
+    assert [version.resource_id for version in page.matches] == expected
+    assert page.total == len(expected)
 
 
 async def test_index_entries_follow_the_current_version(store: ResourceStore) -> None:
@@ -198,9 +184,10 @@ async def test_index_entries_follow_the_current_version(store: ResourceStore) ->
     new = TokenEntry("identifier", "urn:mrn", "new")
     await store.write([record("a", 1, tokens=(old,))])
     await store.write([record("a", 2, tokens=(new,))])
-    assert await store.find(IdentityQuery("Patient", tokens=((old,),))) == []
-    found = await store.find(IdentityQuery("Patient", tokens=((new,),)))
-    assert [v.version_id for v in found] == [2]
+    by_old = SearchPlan(("Patient",), ((identifier("urn:mrn", "old"),),))
+    by_new = SearchPlan(("Patient",), ((identifier("urn:mrn", "new"),),))
+    assert (await store.search(by_old)).matches == []
+    assert [v.version_id for v in (await store.search(by_new)).matches] == [2]
 
 
 async def test_concurrent_writers_of_one_version_have_exactly_one_winner(

@@ -3,10 +3,33 @@
 ``resource_version`` is the append-only history (every version, deletions included); its
 ``seq`` orders the system history and serves as the paging cursor, stable while new versions
 arrive. ``resource_current`` points at each resource's newest version so a read is one
-primary-key lookup. Search index tables hold typed values, replaced with each version.
+indexed lookup; its ``rkey`` is the resource's compact key, stable across versions, that
+every search index row carries and that orders unsorted search results.
+
+Search values live in one table per value type, as HAPI FHIR keeps them: each row names
+its parameter by ``pid`` (an interned (resource type, code) pair, so one index range holds
+exactly one parameter of one type) and its composite group ``grp``. Rows are replaced in
+the same transaction as the version they describe. Each table is indexed for the lookups
+its parameter type needs (``EXPLAIN QUERY PLAN`` checks in tests/unit/test_sqlite_plans.py).
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
+POSITIVE_INFINITY = 2**62
+
+INDEX_TABLES = {
+    "token": ("idx_token", ("system", "code", "display")),
+    "string": ("idx_string", ("norm", "exact")),
+    "date": ("idx_date", ("low", "high")),
+    "number": ("idx_number", ("value",)),
+    "quantity": (
+        "idx_quantity",
+        ("value", "system", "code", "canonical_value", "canonical_code"),
+    ),
+    "reference": ("idx_reference", ("target_type", "target_id", "url")),
+    "uri": ("idx_uri", ("uri",)),
+}
+"""Search type -> (table, value columns); every table also has pid, rkey and grp."""
 
 STATEMENTS = (
     """
@@ -24,26 +47,95 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS resource_version_type_seq ON resource_version (resource_type, seq)",
     """
     CREATE TABLE IF NOT EXISTS resource_current (
+        rkey INTEGER PRIMARY KEY,
         resource_type TEXT NOT NULL,
         id TEXT NOT NULL,
         version_id INTEGER NOT NULL,
         seq INTEGER NOT NULL,
         deleted INTEGER NOT NULL,
-        PRIMARY KEY (resource_type, id)
-    ) WITHOUT ROWID
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS token_index (
-        resource_type TEXT NOT NULL,
-        id TEXT NOT NULL,
-        param TEXT NOT NULL,
-        system TEXT NOT NULL,
-        code TEXT NOT NULL
+        last_updated_us INTEGER NOT NULL,
+        UNIQUE (resource_type, id)
     )
     """,
-    "CREATE INDEX IF NOT EXISTS token_index_value "
-    "ON token_index (resource_type, param, code, system)",
-    "CREATE INDEX IF NOT EXISTS token_index_owner ON token_index (resource_type, id)",
+    "CREATE INDEX IF NOT EXISTS resource_current_updated "
+    "ON resource_current (resource_type, last_updated_us)",
+    """
+    CREATE TABLE IF NOT EXISTS search_param (
+        pid INTEGER PRIMARY KEY,
+        resource_type TEXT NOT NULL,
+        code TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        UNIQUE (resource_type, code)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS search_param_code ON search_param (code)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_token (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        system TEXT NOT NULL, code TEXT NOT NULL, display TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_token_value ON idx_token (pid, code, system)",
+    "CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (rkey)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_string (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        norm TEXT NOT NULL, exact TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (pid, norm)",
+    "CREATE INDEX IF NOT EXISTS idx_string_owner ON idx_string (rkey)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_date (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        low INTEGER NOT NULL, high INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low)",
+    "CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (pid, high)",
+    "CREATE INDEX IF NOT EXISTS idx_date_owner ON idx_date (rkey)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_number (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        value REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (pid, value)",
+    "CREATE INDEX IF NOT EXISTS idx_number_owner ON idx_number (rkey)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_quantity (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        value REAL NOT NULL, system TEXT, code TEXT,
+        canonical_value REAL, canonical_code TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, value)",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_canonical "
+    "ON idx_quantity (pid, canonical_code, canonical_value)",
+    "CREATE INDEX IF NOT EXISTS idx_quantity_owner ON idx_quantity (rkey)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_reference (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        target_type TEXT, target_id TEXT, url TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_reference_target "
+    "ON idx_reference (pid, target_id, target_type)",
+    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (pid, url)",
+    "CREATE INDEX IF NOT EXISTS idx_reference_owner ON idx_reference (rkey, pid)",
+    """
+    CREATE TABLE IF NOT EXISTS idx_uri (
+        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        uri TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, uri)",
+    "CREATE INDEX IF NOT EXISTS idx_uri_owner ON idx_uri (rkey)",
+    """
+    CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5 (
+        narrative, content, tokenize = 'unicode61 remove_diacritics 2'
+    )
+    """,
     """
     CREATE TABLE IF NOT EXISTS store_meta (
         key TEXT PRIMARY KEY,

@@ -24,17 +24,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fhir_server.errors import StoreUnavailable
-from fhir_server.model.instant import from_micros, to_micros
+from fhir_server.model.instant import to_micros
+from fhir_server.search.plan import SearchPlan
+from fhir_server.search.values import FullText, IndexEntry
 from fhir_server.storage.base import (
+    CurrentPage,
     HistoryPage,
     HistoryQuery,
-    IdentityQuery,
-    Method,
+    IndexRecord,
+    SearchPage,
     StoredVersion,
     VersionConflict,
     WriteRecord,
 )
+from fhir_server.storage.sqlite.index_rows import DELETES, INSERTS, rows_by_table
+from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
 from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS
+from fhir_server.storage.sqlite.search import SqliteSearch
 
 T = TypeVar("T")
 log = logging.getLogger("rofecare.storage")
@@ -43,7 +49,11 @@ THREAD_BUSY_TIMEOUT_MS = 30_000  # writers queue behind other processes' transac
 LOOP_BUSY_TIMEOUT_MS = 0  # the event loop never waits for a lock; see _point_read
 RETRY_AFTER_SECONDS = "5"
 
-_VERSION_COLUMNS = "v.resource_type, v.id, v.version_id, v.last_updated_us, v.method, v.body"
+_VERSION_COLUMNS = VERSION_COLUMNS
+
+
+class SchemaMismatch(RuntimeError):
+    """The database file was written by a different, incompatible Rofecare schema."""
 
 
 class SqliteStore:
@@ -58,6 +68,8 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._loop_local: sqlite3.Connection | None = None
+        self._pid_cache: dict[tuple[str, str], int] = {}
+        self._pending_pids: dict[tuple[str, str], int] = {}  # writer thread only
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +120,18 @@ class SqliteStore:
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
         try:
+            existing = connection.execute(
+                "SELECT name FROM sqlite_master WHERE name = 'store_meta'"
+            ).fetchone()
+            if existing:
+                row = connection.execute(
+                    "SELECT value FROM store_meta WHERE key = 'schema_version'"
+                ).fetchone()
+                if row and row[0] != str(SCHEMA_VERSION):
+                    raise SchemaMismatch(
+                        f"{self._path} has schema version {row[0]}; this Rofecare needs "
+                        f"{SCHEMA_VERSION}. Export it with the older version and load it again."
+                    )
             for statement in STATEMENTS:
                 connection.execute(statement)
             connection.execute(
@@ -163,7 +187,7 @@ class SqliteStore:
             row = self._loop_connection().execute(sql, args).fetchone()
         except sqlite3.OperationalError:
             row = await self._on_reader(lambda: self._connection().execute(sql, args).fetchone())
-        return _version(row) if row else None
+        return version_of(row) if row else None
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         def run() -> HistoryPage:
@@ -198,40 +222,59 @@ class SqliteStore:
             args.append(query.count + 1)
             rows = self._connection().execute(sql, args).fetchall()
             next_cursor = rows[query.count][6] if len(rows) > query.count else None
-            return HistoryPage([_version(row) for row in rows[: query.count]], next_cursor)
+            return HistoryPage([version_of(row) for row in rows[: query.count]], next_cursor)
 
         return await self._on_reader(run)
 
-    async def find(self, query: IdentityQuery) -> list[StoredVersion]:
-        def run() -> list[StoredVersion]:
-            sql = (
-                f"SELECT {_VERSION_COLUMNS} FROM resource_current c "
-                "JOIN resource_version v ON v.seq = c.seq "
-                "WHERE c.resource_type = ? AND c.deleted = 0"
-            )
-            args: list[Any] = [query.resource_type]
-            if query.ids is not None:
-                sql += f" AND c.id IN ({','.join('?' * len(query.ids))})"
-                args.extend(query.ids)
-            for alternatives in query.tokens:
-                clauses: list[str] = []
-                for token in alternatives:
-                    clause = "(t.param = ? AND t.code = ?"
-                    args.extend((token.param, token.code))
-                    if token.system is not None:
-                        clause += " AND t.system = ?"
-                        args.append(token.system)
-                    clauses.append(clause + ")")
-                sql += (
-                    " AND EXISTS (SELECT 1 FROM token_index t WHERE "
-                    "t.resource_type = c.resource_type AND t.id = c.id "
-                    f"AND ({' OR '.join(clauses)}))"
+    async def search(self, plan: SearchPlan) -> SearchPage:
+        def run() -> SearchPage:
+            connection = self._connection()
+            return SqliteSearch(connection, self._resolver(connection)).run(plan)
+
+        return await self._on_reader(run)
+
+    async def current(self, cursor: int | None, limit: int) -> CurrentPage:
+        def run() -> CurrentPage:
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT c.rkey, {_VERSION_COLUMNS} FROM resource_current c "
+                    "JOIN resource_version v ON v.seq = c.seq "
+                    "WHERE c.deleted = 0 AND c.rkey > ? ORDER BY c.rkey LIMIT ?",
+                    (cursor or 0, limit),
                 )
-            sql += " ORDER BY c.id LIMIT ?"
-            args.append(query.limit)
-            return [_version(row) for row in self._connection().execute(sql, args).fetchall()]
+                .fetchall()
+            )
+            next_cursor = rows[-1][0] if len(rows) == limit else None
+            return CurrentPage([version_of(row[1:]) for row in rows], next_cursor)
 
         return await self._on_reader(run)
+
+    def _resolver(
+        self, connection: sqlite3.Connection
+    ) -> Callable[[tuple[str, ...], str], list[int]]:
+        """Parameter ids for a search: from the cache, else the table (another process may
+        have interned them); a parameter no resource ever had has no id and matches nothing."""
+
+        def resolve(scope: tuple[str, ...], code: str) -> list[int]:
+            if not scope:
+                rows = connection.execute("SELECT pid FROM search_param WHERE code = ?", (code,))
+                return [row[0] for row in rows]
+            pids: list[int] = []
+            for resource_type in scope:
+                pid = self._pid_cache.get((resource_type, code))
+                if pid is None:
+                    row = connection.execute(
+                        "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
+                        (resource_type, code),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    pid = self._pid_cache.setdefault((resource_type, code), row[0])
+                pids.append(pid)
+            return pids
+
+        return resolve
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -239,46 +282,123 @@ class SqliteStore:
         await self._on_writer(lambda: self._write(records))
 
     def _write(self, records: Sequence[WriteRecord]) -> None:
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        def run(connection: sqlite3.Connection) -> None:
             for record in records:
                 self._write_one(connection, record)
+
+        self._in_transaction(run)
+
+    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one write transaction; parameter ids it interned are cached only
+        once committed, so a rollback can never leave the cache naming a pid that no row
+        holds (another process would then intern the same parameter under another id)."""
+        connection = self._connection()
+        self._pending_pids.clear()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:  # a failed COMMIT may have ended it already
                 connection.execute("ROLLBACK")
+            self._pending_pids.clear()
             raise
+        self._pid_cache.update(self._pending_pids)
+        self._pending_pids.clear()
+        return result
 
-    @staticmethod
-    def _write_one(connection: sqlite3.Connection, record: WriteRecord) -> None:
+    def _write_one(self, connection: sqlite3.Connection, record: WriteRecord) -> None:
         key = (record.resource_type, record.resource_id)
         row = connection.execute(
-            "SELECT version_id FROM resource_current WHERE resource_type = ? AND id = ?", key
+            "SELECT rkey, version_id FROM resource_current WHERE resource_type = ? AND id = ?", key
         ).fetchone()
-        current = row[0] if row else 0
+        current = row[1] if row else 0
         if current != record.previous_version or record.version_id != current + 1:
             raise VersionConflict(record.resource_type, record.resource_id, current or None)
+        updated = to_micros(record.last_updated)
         cursor = connection.execute(
             "INSERT INTO resource_version "
             "(resource_type, id, version_id, last_updated_us, method, body) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (*key, record.version_id, to_micros(record.last_updated), record.method, record.body),
+            (*key, record.version_id, updated, record.method, record.body),
         )
-        connection.execute(
-            "INSERT INTO resource_current (resource_type, id, version_id, seq, deleted) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_type, id) DO UPDATE SET "
-            "version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted",
-            (*key, record.version_id, cursor.lastrowid, int(record.deleted)),
-        )
-        if current:
-            connection.execute("DELETE FROM token_index WHERE resource_type = ? AND id = ?", key)
-        if record.tokens:
-            connection.executemany(
-                "INSERT INTO token_index (resource_type, id, param, system, code) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(*key, token.param, token.system or "", token.code) for token in record.tokens],
+        if row:
+            rkey = row[0]
+            connection.execute(
+                "UPDATE resource_current SET version_id = ?, seq = ?, deleted = ?, "
+                "last_updated_us = ? WHERE rkey = ?",
+                (record.version_id, cursor.lastrowid, int(record.deleted), updated, rkey),
             )
+            self._clear_index(connection, rkey)
+        else:
+            rkey = connection.execute(
+                "INSERT INTO resource_current "
+                "(resource_type, id, version_id, seq, deleted, last_updated_us) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, record.version_id, cursor.lastrowid, int(record.deleted), updated),
+            ).lastrowid
+            assert rkey is not None
+        if not record.deleted:
+            self._insert_index(
+                connection, rkey, record.resource_type, record.entries, record.full_text
+            )
+
+    def _clear_index(self, connection: sqlite3.Connection, rkey: int) -> None:
+        for statement in DELETES.values():
+            connection.execute(statement, (rkey,))
+        connection.execute("DELETE FROM idx_text WHERE rowid = ?", (rkey,))
+
+    def _insert_index(
+        self,
+        connection: sqlite3.Connection,
+        rkey: int,
+        resource_type: str,
+        entries: Sequence[IndexEntry],
+        full_text: FullText | None,
+    ) -> None:
+        def pid(owner: str, code: str, kind: str) -> int:
+            found = self._pid_cache.get((owner, code)) or self._pending_pids.get((owner, code))
+            if found is None:
+                connection.execute(
+                    "INSERT OR IGNORE INTO search_param (resource_type, code, kind) "
+                    "VALUES (?, ?, ?)",
+                    (owner, code, kind),
+                )
+                found = connection.execute(
+                    "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
+                    (owner, code),
+                ).fetchone()[0]
+                self._pending_pids[(owner, code)] = found  # cached once committed
+
+            return found
+
+        for table, rows in rows_by_table(rkey, resource_type, entries, pid).items():
+            connection.executemany(INSERTS[table], rows)
+        if full_text is not None and (full_text.narrative or full_text.content):
+            connection.execute(
+                "INSERT INTO idx_text (rowid, narrative, content) VALUES (?, ?, ?)",
+                (rkey, full_text.narrative, full_text.content),
+            )
+
+    async def replace_index(self, records: Sequence[IndexRecord]) -> int:
+        def run(connection: sqlite3.Connection) -> int:
+            replaced = 0
+            for record in records:
+                row = connection.execute(
+                    "SELECT rkey, version_id, deleted FROM resource_current "
+                    "WHERE resource_type = ? AND id = ?",
+                    (record.resource_type, record.resource_id),
+                ).fetchone()
+                if row is None or row[1] != record.version_id or row[2]:
+                    continue
+                self._clear_index(connection, row[0])
+                self._insert_index(
+                    connection, row[0], record.resource_type, record.entries, record.full_text
+                )
+                replaced += 1
+            return replaced
+
+        return await self._on_writer(lambda: self._in_transaction(run))
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -329,15 +449,3 @@ async def _unavailable_on_error(pending: Awaitable[T]) -> T:
             "The database is busy or unavailable; retry shortly",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from error
-
-
-def _version(row: tuple[Any, ...]) -> StoredVersion:
-    method: Method = row[4]
-    return StoredVersion(
-        resource_type=row[0],
-        resource_id=row[1],
-        version_id=row[2],
-        last_updated=from_micros(row[3]),
-        method=method,
-        body=row[5],
-    )

@@ -1,0 +1,81 @@
+"""The search parameters in force, and what writes index with them.
+
+One object holds the registry, the indexer and the parser built from it, so a
+SearchParameter created at run time swaps all three at once: writes index it from then on,
+searches accept it, and ``rofecare reindex`` fills it in for resources written before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.errors import InvalidResource
+from fhir_server.search.indexer import Indexer, full_text
+from fhir_server.search.parser import SearchParser
+from fhir_server.search.registry import SearchParameterRegistry, build_registry
+from fhir_server.search.values import FullText, IndexEntry
+
+MAX_STORED_PARAMETERS = 10_000
+
+
+class SearchIndex:
+    def __init__(
+        self,
+        base: SearchParameterRegistry,
+        is_type: Callable[[str], bool],
+        *,
+        default_count: int,
+        max_count: int,
+        enabled: bool = True,
+    ) -> None:
+        self._base = base
+        self._is_type = is_type
+        self._default_count = default_count
+        self._max_count = max_count
+        self.enabled = enabled
+        self._install(base)
+
+    def _install(self, registry: SearchParameterRegistry) -> None:
+        self.registry = registry
+        self.indexer = Indexer(registry)
+        self.parser = SearchParser(
+            registry,
+            self._is_type,
+            default_count=self._default_count,
+            max_count=self._max_count,
+        )
+
+    def entries(self, resource: dict[str, Any]) -> tuple[tuple[IndexEntry, ...], FullText | None]:
+        if not self.enabled:
+            return (), None
+        return tuple(self.indexer.entries(resource)), full_text(resource)
+
+    def use_stored(self, definitions: list[dict[str, Any]]) -> None:
+        """Rebuild with the active SearchParameter resources stored in this server."""
+        usable = [definition for definition in definitions if _usable(definition)]
+        self._install(self._base.extended(usable[:MAX_STORED_PARAMETERS]))
+
+    @staticmethod
+    def check_definition(resource: dict[str, Any]) -> None:
+        """Refuse a SearchParameter whose expression this server cannot evaluate: storing it
+        would make every later write fail to index."""
+        if not _usable(resource):
+            return
+        try:
+            build_registry([resource])
+        except Exception as error:  # the FHIRPath engine raises plain Exceptions
+            raise InvalidResource(
+                f"SearchParameter.expression cannot be evaluated: {error}",
+                expression="SearchParameter.expression",
+                rofecare_code="rofecare-2201",
+            ) from None
+
+
+def _usable(definition: dict[str, Any]) -> bool:
+    return (
+        definition.get("status") in ("active", "draft")
+        and isinstance(definition.get("expression"), str)
+        and isinstance(definition.get("code"), str)
+        and isinstance(definition.get("base"), list)
+    )

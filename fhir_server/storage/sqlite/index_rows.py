@@ -1,0 +1,80 @@
+"""Index entries -> rows of the typed index tables (schema.INDEX_TABLES)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fhir_server.search.values import (
+    DateEntry,
+    IndexEntry,
+    NumberEntry,
+    QuantityEntry,
+    ReferenceEntry,
+    StringEntry,
+    TokenEntry,
+    UriEntry,
+)
+from fhir_server.storage.sqlite.schema import (
+    INDEX_TABLES,
+    NEGATIVE_INFINITY,
+    POSITIVE_INFINITY,
+)
+
+KIND_OF: dict[type, str] = {
+    TokenEntry: "token",
+    StringEntry: "string",
+    DateEntry: "date",
+    NumberEntry: "number",
+    QuantityEntry: "quantity",
+    ReferenceEntry: "reference",
+    UriEntry: "uri",
+}
+
+
+def _values(entry: IndexEntry) -> tuple[Any, ...]:
+    if isinstance(entry, TokenEntry):
+        return (entry.system or "", entry.code, entry.display)
+    if isinstance(entry, StringEntry):
+        return (entry.normalized, entry.exact)
+    if isinstance(entry, DateEntry):
+        low = NEGATIVE_INFINITY if entry.low is None else entry.low
+        high = POSITIVE_INFINITY if entry.high is None else entry.high
+        return (low, high)
+    if isinstance(entry, NumberEntry):
+        return (entry.value,)
+    if isinstance(entry, QuantityEntry):
+        return (
+            entry.value,
+            entry.system,
+            entry.code,
+            entry.canonical_value,
+            entry.canonical_code,
+        )
+    if isinstance(entry, ReferenceEntry):
+        return (entry.target_type, entry.target_id, entry.url)
+    return (entry.uri,)
+
+
+def rows_by_table(
+    rkey: int,
+    resource_type: str,
+    entries: Iterable[IndexEntry],
+    pid: Callable[[str, str, str], int],
+) -> dict[str, list[tuple[Any, ...]]]:
+    """{table: rows} for one resource; ``pid(resource_type, code, kind)`` interns params."""
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    for entry in entries:
+        kind = KIND_OF[type(entry)]
+        table = INDEX_TABLES[kind][0]
+        row = (pid(resource_type, entry.param, kind), rkey, entry.group, *_values(entry))
+        tables.setdefault(table, []).append(row)
+    return tables
+
+
+INSERTS = {
+    table: f"INSERT INTO {table} (pid, rkey, grp, {', '.join(columns)}) "
+    f"VALUES (?, ?, ?{', ?' * len(columns)})"
+    for table, columns in INDEX_TABLES.values()
+}
+DELETES = {table: f"DELETE FROM {table} WHERE rkey = ?" for table, _ in INDEX_TABLES.values()}

@@ -1,0 +1,251 @@
+"""Search plan predicates -> SQL conditions over the typed index tables.
+
+Every predicate becomes ``<key> IN (SELECT rkey FROM <table> WHERE pid IN (...) AND ...)``:
+the subquery runs on the (pid, value) index of its table and SQLite can drive the outer
+query from it, so a selective parameter never scans the resource table. Values are always
+bound parameters; the only text spliced into SQL is column names and operators taken from
+the fixed tables below, never from the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.search.plan import (
+    AnyOf,
+    Bound,
+    Bounds,
+    Chain,
+    CompartmentMatch,
+    Composite,
+    Has,
+    IdMatch,
+    Missing,
+    Not,
+    Predicate,
+    RangeMatch,
+    ReferenceMatch,
+    StringMatch,
+    TextMatch,
+    TokenMatch,
+    TokenText,
+    UriMatch,
+    Where,
+)
+from fhir_server.storage.sqlite.schema import INDEX_TABLES
+
+TOP = "\U0010ffff"  # sorts after every character: 'abc' <= x < 'abc' + TOP is a prefix match
+_OPERATORS = frozenset({"<", "<=", ">", ">=", "="})
+_RANGE_COLUMNS = {
+    "date": {"low": "low", "high": "high"},
+    "number": {"value": "value"},
+    "quantity": {"value": "value", "canonical_value": "canonical_value"},
+    "lastUpdated": {"low": "last_updated_us", "high": "(last_updated_us + 1000)"},
+}
+PidResolver = Callable[[tuple[str, ...], str], list[int]]
+"""(resource types in scope, parameter code) -> pids; an empty scope means every type."""
+
+
+class SqlBuilder:
+    """Compiles a plan's conditions, collecting bound arguments in order."""
+
+    def __init__(self, pids: PidResolver) -> None:
+        self._pids = pids
+        self.args: list[Any] = []
+
+    def where(self, where: Where, scope: tuple[str, ...], key: str) -> str:
+        return " AND ".join(self.any_of(alternatives, scope, key) for alternatives in where)
+
+    def any_of(self, alternatives: AnyOf, scope: tuple[str, ...], key: str) -> str:
+        if not alternatives:
+            return "0"
+        parts = [self.predicate(predicate, scope, key) for predicate in alternatives]
+        return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+    def predicate(self, predicate: Predicate, scope: tuple[str, ...], key: str) -> str:
+        if isinstance(predicate, Not):
+            return f"NOT {self.any_of(predicate.alternatives, scope, key)}"
+        if isinstance(predicate, IdMatch):
+            return self._current(scope, key, _in_list("id", predicate.ids), list(predicate.ids))
+        if isinstance(predicate, RangeMatch) and predicate.kind == "lastUpdated":
+            condition = self._bounds(predicate.bounds, _RANGE_COLUMNS["lastUpdated"])
+            return self._current(scope, key, condition, [])
+        if isinstance(predicate, TextMatch):
+            self.args.append(text_query(predicate))
+            return f"{key} IN (SELECT rowid FROM idx_text WHERE idx_text MATCH ?)"
+        if isinstance(predicate, Missing):
+            table = INDEX_TABLES[predicate.kind][0]
+            pids = self._pid_list(scope, predicate.param)
+            operator = "NOT IN" if predicate.missing else "IN"
+            return f"{key} {operator} (SELECT rkey FROM {table} WHERE pid IN ({pids}))"
+        if isinstance(predicate, CompartmentMatch):
+            linked = [p for owner, code in predicate.links for p in self._pids((owner,), code)]
+            self.args.extend((predicate.target_id, predicate.target_type))
+            return (
+                f"{key} IN (SELECT rkey FROM idx_reference WHERE pid IN "
+                f"({','.join(str(int(pid)) for pid in linked) or '-1'}) "
+                "AND target_id = ? AND target_type = ?)"
+            )
+        if isinstance(predicate, Chain):
+            return self._chain(predicate, scope, key)
+        if isinstance(predicate, Has):
+            return self._has(predicate, scope, key)
+        if isinstance(predicate, Composite):
+            return self._composite(predicate, scope, key)
+        table, condition = self.value_condition(predicate, scope, "")
+        return f"{key} IN (SELECT rkey FROM {table} WHERE {condition})"
+
+    # -- value predicates: (table, condition on its columns with ``alias`` prefix) ---------
+
+    def value_condition(
+        self, predicate: Predicate, scope: tuple[str, ...], alias: str
+    ) -> tuple[str, str]:
+        a = alias
+        if isinstance(predicate, TokenMatch):
+            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            if predicate.code is not None:
+                condition += f" AND {a}code = ?"
+                self.args.append(predicate.code)
+            if predicate.system is not None:
+                condition += f" AND {a}system = ?"
+                self.args.append(predicate.system)
+            return "idx_token", condition
+        if isinstance(predicate, TokenText):
+            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            condition += f" AND {a}display >= ? AND {a}display < ?"
+            self.args.extend((predicate.text, predicate.text + TOP))
+            return "idx_token", condition
+        if isinstance(predicate, StringMatch):
+            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            if predicate.mode == "prefix":
+                condition += f" AND {a}norm >= ? AND {a}norm < ?"
+                self.args.extend((predicate.value, predicate.value + TOP))
+            elif predicate.mode == "contains":
+                condition += f" AND instr({a}norm, ?) > 0"
+                self.args.append(predicate.value)
+            else:
+                condition += f" AND {a}exact = ?"
+                self.args.append(predicate.value)
+            return "idx_string", condition
+        if isinstance(predicate, RangeMatch):
+            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            columns = {name: a + column for name, column in _RANGE_COLUMNS[predicate.kind].items()}
+            if predicate.canonical:
+                condition += f" AND {a}canonical_code = ?"
+                self.args.append(predicate.unit)
+            else:
+                if predicate.system is not None:
+                    condition += f" AND {a}system = ?"
+                    self.args.append(predicate.system)
+                if predicate.unit is not None:
+                    condition += f" AND {a}code = ?"
+                    self.args.append(predicate.unit)
+            condition += " AND " + self._bounds(predicate.bounds, columns)
+            return INDEX_TABLES[predicate.kind][0], condition
+        if isinstance(predicate, ReferenceMatch):
+            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            if predicate.url is not None:
+                condition += f" AND {a}url = ?"
+                self.args.append(predicate.url)
+            else:
+                condition += f" AND {a}target_id = ?"
+                self.args.append(predicate.target_id)
+                if predicate.target_type is not None:
+                    condition += f" AND {a}target_type = ?"
+                    self.args.append(predicate.target_type)
+            return "idx_reference", condition
+        if isinstance(predicate, UriMatch):
+            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            if predicate.mode == "eq":
+                condition += f" AND {a}uri = ?"
+                self.args.append(predicate.value)
+            elif predicate.mode == "below":
+                condition += f" AND {a}uri >= ? AND {a}uri < ?"
+                self.args.extend((predicate.value, predicate.value + TOP))
+            else:
+                condition += f" AND substr(?, 1, length({a}uri)) = {a}uri"
+                self.args.append(predicate.value)
+            return "idx_uri", condition
+        raise ValueError(f"{type(predicate).__name__} cannot be a composite component")
+
+    # -- structure ------------------------------------------------------------------------
+
+    def _current(self, scope: tuple[str, ...], key: str, condition: str, args: list[Any]) -> str:
+        sql = f"{key} IN (SELECT rkey FROM resource_current WHERE {condition}"
+        self.args.extend(args)
+        if scope:
+            sql += f" AND {_in_list('resource_type', scope)}"
+            self.args.extend(scope)
+        return sql + ")"
+
+    def _chain(self, chain: Chain, scope: tuple[str, ...], key: str) -> str:
+        pids = self._pid_list(scope, chain.param)
+        sql = (
+            f"{key} IN (SELECT r.rkey FROM idx_reference r WHERE r.pid IN ({pids}) "
+            "AND r.target_type = ? AND r.target_id IN (SELECT t.id FROM resource_current t "
+            "WHERE t.resource_type = ? AND t.deleted = 0"
+        )
+        self.args.extend((chain.target_type, chain.target_type))
+        inner = self.where(chain.where, (chain.target_type,), "t.rkey")
+        return sql + (f" AND {inner}" if inner else "") + "))"
+
+    def _has(self, has: Has, scope: tuple[str, ...], key: str) -> str:
+        pids = self._pid_list((has.source_type,), has.param)
+        sql = (
+            f"{key} IN (SELECT t.rkey FROM resource_current t WHERE (t.resource_type, t.id) IN "
+            f"(SELECT r.target_type, r.target_id FROM idx_reference r WHERE r.pid IN ({pids})"
+        )
+        if scope:
+            sql += f" AND r.{_in_list('target_type', scope)}"
+            self.args.extend(scope)
+        sql += (
+            " AND r.rkey IN (SELECT s.rkey FROM resource_current s "
+            "WHERE s.resource_type = ? AND s.deleted = 0"
+        )
+        self.args.append(has.source_type)
+        inner = self.where(has.where, (has.source_type,), "s.rkey")
+        return sql + (f" AND {inner}" if inner else "") + ")))"
+
+    def _composite(self, composite: Composite, scope: tuple[str, ...], key: str) -> str:
+        """All components in one group: ``c0`` joined to ``c1``... on (rkey, grp)."""
+        tables: list[str] = []
+        conditions: list[str] = []
+        for index, component in enumerate(composite.components):
+            table, condition = self.value_condition(component, scope, f"c{index}.")
+            tables.append(f"{table} c{index}")
+            conditions.append(condition)
+            if index:
+                conditions.append(f"c{index}.rkey = c0.rkey AND c{index}.grp = c0.grp")
+        return (
+            f"{key} IN (SELECT c0.rkey FROM {', '.join(tables)} WHERE "
+            + " AND ".join(conditions)
+            + ")"
+        )
+
+    def _bounds(self, bounds: Bounds, columns: dict[str, str]) -> str:
+        alternatives: list[str] = []
+        for alternative in bounds:
+            parts = [self._bound(bound, columns) for bound in alternative]
+            alternatives.append("(" + " AND ".join(parts) + ")")
+        return "(" + " OR ".join(alternatives) + ")"
+
+    def _bound(self, bound: Bound, columns: dict[str, str]) -> str:
+        if bound.op not in _OPERATORS or bound.column not in columns:
+            raise ValueError(f"invalid bound {bound}")
+        self.args.append(bound.value)
+        return f"{columns[bound.column]} {bound.op} ?"
+
+    def _pid_list(self, scope: tuple[str, ...], code: str) -> str:
+        pids = self._pids(scope, code)
+        return ",".join(str(int(pid)) for pid in pids) if pids else "-1"
+
+
+def text_query(predicate: TextMatch) -> str:
+    """An FTS5 query: every word, quoted (so FTS syntax in a value is just text)."""
+    words = [word.replace('"', '""') for word in predicate.words]
+    return " AND ".join(f'{predicate.field} : "{word}"' for word in words)
+
+
+def _in_list(column: str, values: tuple[str, ...] | list[str]) -> str:
+    return f"{column} IN ({','.join('?' * len(values))})"

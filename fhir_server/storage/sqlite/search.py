@@ -1,0 +1,268 @@
+"""Running a search plan on SQLite: matching, sorting, keyset paging, totals, includes.
+
+Paging is keyset, never OFFSET: a cursor holds the sort values and ``rkey`` of the row at a
+page edge, and the next page is "rows after those values" in the same order. Rows inserted
+or deleted elsewhere in the result therefore never shift a page, and page 1,000 costs what
+page 1 costs. Sort values of multi-valued parameters follow R4 (search.html#sort): the
+lowest value ascending, the highest descending; resources without one sort last.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import BadRequest
+from fhir_server.search.plan import Include, SearchPlan, SortKey
+from fhir_server.storage.base import SearchPage, StoredVersion
+from fhir_server.storage.sqlite.predicates import PidResolver, SqlBuilder
+from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
+
+MAX_INCLUDED = 5_000
+MAX_INCLUDE_ROUNDS = 4  # :iterate follows references at most this many steps
+_SORT_SOURCES = {
+    # kind: (table, column ascending, column descending, text?)
+    "string": ("idx_string", "norm", "norm", True),
+    "token": ("idx_token", "code", "code", True),
+    "date": ("idx_date", "low", "high", False),
+    "number": ("idx_number", "value", "value", False),
+    "quantity": ("idx_quantity", "value", "value", False),
+    "reference": ("idx_reference", "target_id", "target_id", True),
+    "uri": ("idx_uri", "uri", "uri", True),
+}
+_LAST_TEXT = "char(1114111)"
+_LAST_NUMBER = "9e307"
+
+
+@dataclass(frozen=True)
+class _Row:
+    rkey: int
+    keys: tuple[Any, ...]
+
+
+class SqliteSearch:
+    """One search against one connection (runs on a reader thread)."""
+
+    def __init__(self, connection: sqlite3.Connection, pids: PidResolver) -> None:
+        self._connection = connection
+        self._pids = pids
+
+    def run(self, plan: SearchPlan) -> SearchPage:
+        direction, after = _decode_cursor(plan.cursor, len(plan.sort) + 1)
+        total = self._count(plan) if plan.total != "none" else None
+        if plan.count == 0:
+            return SearchPage([], [], total, None, None)
+        rows = self._page(plan, direction, after)
+        more = len(rows) > plan.count
+        rows = rows[: plan.count]
+        if direction == "previous":
+            rows.reverse()
+        next_cursor = previous_cursor = None
+        if rows:
+            if more or direction == "previous":
+                next_cursor = _encode_cursor("next", rows[-1])
+            if (more and direction == "previous") or (direction == "next" and after):
+                previous_cursor = _encode_cursor("previous", rows[0])
+        matches = self._versions([row.rkey for row in rows])
+        included = self._includes(plan.includes, matches) if plan.includes else []
+        return SearchPage(
+            [version for _, version in matches],
+            included,
+            total,
+            next_cursor,
+            previous_cursor,
+        )
+
+    # -- matching ----------------------------------------------------------------------------
+
+    def _conditions(self, plan: SearchPlan, builder: SqlBuilder) -> str:
+        conditions = ["c.deleted = 0"]
+        if plan.resource_types:
+            conditions.append(f"c.resource_type IN ({','.join('?' * len(plan.resource_types))})")
+            builder.args.extend(plan.resource_types)
+        where = builder.where(plan.where, plan.resource_types, "c.rkey")
+        if where:
+            conditions.append(where)
+        return " AND ".join(conditions)
+
+    def _count(self, plan: SearchPlan) -> int:
+        builder = SqlBuilder(self._pids)
+        sql = f"SELECT COUNT(*) FROM resource_current c WHERE {self._conditions(plan, builder)}"
+        row = self._connection.execute(sql, builder.args).fetchone()
+        return int(row[0])
+
+    def _page(self, plan: SearchPlan, direction: str, after: list[Any] | None) -> list[_Row]:
+        builder = SqlBuilder(self._pids)
+        keys = [self._sort_expression(key, plan.resource_types) for key in plan.sort]
+        descending = [key.descending for key in plan.sort] + [False]
+        if direction == "previous":
+            descending = [not flag for flag in descending]
+        columns = "".join(f", {expression} AS k{index}" for index, expression in enumerate(keys))
+        names = [f"k{index}" for index in range(len(keys))] + ["rkey"]
+        sql = (
+            f"SELECT * FROM (SELECT c.rkey AS rkey{columns} FROM resource_current c "
+            f"WHERE {self._conditions(plan, builder)})"
+        )
+        if after is not None:
+            sql += " WHERE " + _keyset(names, descending, after, builder.args)
+        order = ", ".join(
+            f"{name} {'DESC' if flag else 'ASC'}"
+            for name, flag in zip(names, descending, strict=True)
+        )
+        sql += f" ORDER BY {order} LIMIT ?"
+        builder.args.append(plan.count + 1)
+        return [
+            _Row(row[0], tuple(row[1:]))
+            for row in self._connection.execute(sql, builder.args).fetchall()
+        ]
+
+    def _sort_expression(self, key: SortKey, scope: tuple[str, ...]) -> str:
+        if key.param == "_id":
+            return "c.id"
+        if key.param == "_lastUpdated":
+            return "c.last_updated_us"
+        table, ascending, descending, text = _SORT_SOURCES[key.kind]
+        column = descending if key.descending else ascending
+        aggregate = "MAX" if key.descending else "MIN"
+        pids = ",".join(str(int(pid)) for pid in self._pids(scope, key.param)) or "-1"
+        last = ("''" if key.descending else _LAST_TEXT) if text else _LAST_NUMBER
+        if not text and key.descending:
+            last = "-" + _LAST_NUMBER
+        extra = " AND s.code != ''" if key.kind == "token" else ""
+        return (
+            f"COALESCE((SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rkey = c.rkey "
+            f"AND s.pid IN ({pids}) AND s.grp = 0{extra}), {last})"
+        )
+
+    def _versions(self, rkeys: list[int]) -> list[tuple[int, StoredVersion]]:
+        if not rkeys:
+            return []
+        sql = (
+            f"SELECT c.rkey, {VERSION_COLUMNS} FROM resource_current c "
+            "JOIN resource_version v ON v.seq = c.seq "
+            f"WHERE c.rkey IN ({','.join('?' * len(rkeys))})"
+        )
+        found = {row[0]: version_of(row[1:]) for row in self._connection.execute(sql, rkeys)}
+        return [(rkey, found[rkey]) for rkey in rkeys if rkey in found]
+
+    # -- _include and _revinclude ---------------------------------------------------------
+
+    def _includes(
+        self, includes: tuple[Include, ...], matches: list[tuple[int, StoredVersion]]
+    ) -> list[StoredVersion]:
+        seen = {rkey for rkey, _ in matches}
+        included: list[StoredVersion] = []
+        frontier = matches
+        for round_number in range(MAX_INCLUDE_ROUNDS):
+            active = [item for item in includes if round_number == 0 or item.iterate]
+            if not active or not frontier:
+                break
+            found: list[int] = []
+            for include in active:
+                rkeys = self._reverse(include, frontier) if include.reverse else []
+                if not include.reverse:
+                    rkeys = self._forward(include, frontier)
+                for rkey in rkeys:
+                    if rkey not in seen and len(seen) < MAX_INCLUDED:
+                        seen.add(rkey)
+                        found.append(rkey)
+            frontier = self._versions(found)
+            included.extend(version for _, version in frontier)
+        return included
+
+    def _reference_pids(self, source_type: str, param: str) -> str:
+        if param == "*":
+            sql = "SELECT pid FROM search_param WHERE kind = 'reference'"
+            args: tuple[str, ...] = ()
+            if source_type != "*":
+                sql += " AND resource_type = ?"
+                args = (source_type,)
+            pids = [row[0] for row in self._connection.execute(sql, args)]
+        else:
+            pids = self._pids((source_type,), param)
+        return ",".join(str(int(pid)) for pid in pids) or "-1"
+
+    def _forward(self, include: Include, frontier: list[tuple[int, StoredVersion]]) -> list[int]:
+        sources = [
+            rkey
+            for rkey, version in frontier
+            if include.source_type in ("*", version.resource_type)
+        ]
+        if not sources:
+            return []
+        source_type = "*" if include.source_type == "*" else include.source_type
+        pids = self._reference_pids(source_type, include.param)
+        sql = (
+            "SELECT c.rkey FROM idx_reference r JOIN resource_current c "
+            "ON c.resource_type = r.target_type AND c.id = r.target_id "
+            f"WHERE r.pid IN ({pids}) AND r.rkey IN ({','.join('?' * len(sources))}) "
+            "AND c.deleted = 0"
+        )
+        args: list[Any] = list(sources)
+        if include.target_type:
+            sql += " AND r.target_type = ?"
+            args.append(include.target_type)
+        return [row[0] for row in self._connection.execute(sql, args)]
+
+    def _reverse(self, include: Include, frontier: list[tuple[int, StoredVersion]]) -> list[int]:
+        by_type: dict[str, list[str]] = {}
+        for _, version in frontier:
+            by_type.setdefault(version.resource_type, []).append(version.resource_id)
+        pids = self._reference_pids(include.source_type, include.param)
+        found: list[int] = []
+        for target_type, ids in by_type.items():
+            if include.target_type and include.target_type != target_type:
+                continue
+            sql = (
+                "SELECT DISTINCT r.rkey FROM idx_reference r "
+                "JOIN resource_current c ON c.rkey = r.rkey "
+                f"WHERE r.pid IN ({pids}) AND r.target_type = ? "
+                f"AND r.target_id IN ({','.join('?' * len(ids))}) AND c.deleted = 0"
+            )
+            found.extend(row[0] for row in self._connection.execute(sql, [target_type, *ids]))
+        return found
+
+
+def _keyset(names: list[str], descending: list[bool], after: list[Any], args: list[Any]) -> str:
+    """Rows strictly after ``after`` in the order (name, direction)...: a lexicographic OR."""
+    alternatives: list[str] = []
+    for index, name in enumerate(names):
+        equal = [f"{names[i]} = ?" for i in range(index)]
+        args.extend(after[:index])
+        operator = "<" if descending[index] else ">"
+        args.append(after[index])
+        alternatives.append("(" + " AND ".join([*equal, f"{name} {operator} ?"]) + ")")
+    return "(" + " OR ".join(alternatives) + ")"
+
+
+def _encode_cursor(direction: str, row: _Row) -> str:
+    data = orjson.dumps({"d": direction[0], "v": [*row.keys, row.rkey]})
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, size: int) -> tuple[str, list[Any] | None]:
+    """("next" or "previous", the edge row's values); 400 for anything this store did not
+    issue, so a tampered cursor can never reach SQL as anything but bound values."""
+    if cursor is None:
+        return "next", None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        direction = {"n": "next", "p": "previous"}[data["d"]]
+        values = data["v"]
+        valid = (
+            isinstance(values, list)
+            and len(values) == size
+            and all(type(value) in (int, float, str) for value in values)
+            and isinstance(values[-1], int)
+        )
+    except (ValueError, KeyError, TypeError, UnicodeEncodeError, binascii.Error):
+        valid = False
+    if not valid or len(cursor) > 4096:
+        raise BadRequest("Invalid paging cursor", rofecare_code="rofecare-1604")
+    return direction, values
