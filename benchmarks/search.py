@@ -48,6 +48,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 P95_TARGET_MS = {"single": 20.0, "chained": 60.0, "revinclude": 60.0}
 WRITE_RATIO_TARGET = 0.70
 SORTED = [("_sort", "-date"), ("_count", "50")]
+TIMEOUT_S = 30.0  # one answer slower than this fails the scenario instead of stalling the run
 
 
 # -- the queries ---------------------------------------------------------------------------------
@@ -59,30 +60,35 @@ def path(resource_type: str, params: list[tuple[str, str]]) -> str:
 
 
 def queries(data: search_data.Dataset) -> list[Row]:
+    """The issue's queries, with values chosen from the data (see search_data.Dataset)."""
     code = f"{data.top_code['system']}|{data.top_code['code']}"
     patient = data.busiest_patient
-    counts = data.counts
+    chart = data.busiest_patient_observations
+    start, end = (moment.date().isoformat() for moment in search_data.DATE_RANGE)
+    dates = [("date", f"ge{start}"), ("date", f"lt{end}")]
+    chained = [("subject:Patient.name", search_data.CHAINED_NAME)]
+    revinclude = [("_id", patient), ("_revinclude", "Observation:subject")]
     return [
-        Row("token", path("Observation", [("code", code)]), "single",
-            data.top_code["observations"]),
-        Row("string prefix", path("Patient", [("name", search_data.NAME_PREFIX)]), "single",
-            data.patients_matching_name_prefix),
-        Row("date range", path("Observation", [("date", "ge2020-01-01"), ("date", "lt2021-01-01")]),
-            "single", data.observations_in_date_range),
-        Row("reference", path("Observation", [("subject", f"Patient/{patient}")]), "single",
-            data.busiest_patient_observations),
-        Row("chained", path("Observation", [("subject:Patient.name", search_data.CHAINED_NAME)]),
-            "chained", data.observations_of_chained_name),
-        Row("_revinclude",
-            path("Patient", [("_id", patient), ("_revinclude", "Observation:subject")]),
-            "revinclude", 1, data.busiest_patient_observations),
-        Row("_sort page 1", path("Observation", SORTED), "sort", counts.get("Observation", 0)),
-    ]  # fmt: skip
+        Row(
+            "token", path("Observation", [("code", code)]), "single", data.top_code["observations"]
+        ),
+        Row(
+            "string prefix",
+            path("Patient", [("name", search_data.NAME_PREFIX)]),
+            "single",
+            data.patients_matching_name_prefix,
+        ),
+        Row("date range", path("Observation", dates), "single", data.observations_in_date_range),
+        Row("reference", path("Observation", [("subject", f"Patient/{patient}")]), "single", chart),
+        Row("chained", path("Observation", chained), "chained", data.observations_of_chained_name),
+        Row("_revinclude", path("Patient", revinclude), "revinclude", 1, expected_included=chart),
+        Row("_sort page 1", path("Observation", SORTED), "sort", data.counts.get("Observation", 0)),
+    ]
 
 
 def check(port: int, row: Row) -> list[str]:
     """One answer of ``row``'s query must be a searchset with matches; return warnings."""
-    status, body = request(port, "GET", row.path)
+    status, body = get(port, row.path)
     if status != 200:
         raise BenchmarkError(f"GET {row.path} answered {status}: {body[:300]!r}")
     bundle = _bundle(body, row.path)
@@ -101,6 +107,15 @@ def check(port: int, row: Row) -> list[str]:
             f"{row.name}: {row.included:,} included, the loader counted {row.expected_included:,}"
         )
     return warnings
+
+
+def get(port: int, url: str) -> tuple[int, bytes]:
+    try:
+        return request(port, "GET", url, timeout=TIMEOUT_S)
+    except TimeoutError as error:
+        raise BenchmarkError(f"GET {url}: no answer within {TIMEOUT_S:.0f} s") from error
+    except OSError as error:
+        raise BenchmarkError(f"GET {url}: {error}") from error
 
 
 def _bundle(body: bytes, url: str) -> dict[str, Any]:
@@ -137,7 +152,7 @@ def walk(port: int, first: str, pages: int) -> list[float]:
         if url is None:
             raise BenchmarkError(f"page {page - 1} has no link[relation=next]")
         started = time.perf_counter()
-        status, body = request(port, "GET", url)
+        status, body = get(port, url)
         seconds.append(time.perf_counter() - started)
         if status != 200:
             raise BenchmarkError(f"page {page}: GET {url} answered {status}: {body[:300]!r}")
@@ -203,20 +218,22 @@ def writes(load: Load, patients: int, work: Path) -> Writes:
                 seeded = rest.seed(port, patients)
                 create = next(s for s in rest.scenarios(seeded) if s.name == "create")
                 result = measure(server, create, load, work, label=name)
+                if result.errors:
+                    raise BenchmarkError(f"{result.errors} errors ({result.error_detail()})")
                 _check_indexing(port, seeded, indexing)
             if indexing:
                 outcome.indexed = result
             else:
                 outcome.unindexed = result
-    except BenchmarkError as error:
-        outcome.failure = str(error)
+    except (BenchmarkError, OSError) as error:
+        outcome.failure = str(error) or type(error).__name__
     return outcome
 
 
 def _check_indexing(port: int, seeded: list[dict[str, Any]], indexing: bool) -> None:
     """Evidence that the setting took effect: a seeded family is found only when indexing."""
     family = seeded[0]["name"][0]["family"]
-    status, body = request(port, "GET", path("Patient", [("family", family)]))
+    status, body = get(port, path("Patient", [("family", family)]))
     found = status == 200 and any(
         e.get("resource", {}).get("resourceType") == "Patient"
         for e in json.loads(body).get("entry", [])
@@ -279,7 +296,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     port = args.port or free_port()
     print(f"server on port {port}, data in {args.data_dir}", flush=True)
     with running(Server("rofecare", serve(port, args.data_dir), port, work / "server.log")) as srv:
-        status, body = request(port, "GET", "/fhir/metadata")
+        status, body = get(port, "/fhir/metadata")
         if status != 200:
             raise BenchmarkError(f"/fhir/metadata answered {status}: {body[:200]!r}")
         for row in rows:

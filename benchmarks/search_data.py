@@ -54,7 +54,7 @@ CHUNK = 64  # writes in flight: keeps the writer thread busy while others valida
 ID_NAMESPACE = uuid.UUID("6f1d7c2e-3b8a-4f0e-9a51-2c4d8e7b9f10")
 LOINC = "http://loinc.org"
 # The date-range query of the benchmark: Observation?date=ge2020-01-01&date=lt2021-01-01
-DATE_FROM, DATE_TO = datetime(2020, 1, 1, tzinfo=UTC), datetime(2021, 1, 1, tzinfo=UTC)
+DATE_RANGE = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2021, 1, 1, tzinfo=UTC))
 NAME_PREFIX, CHAINED_NAME = "smi", "smith"
 # What decides how resources are indexed and stored: a dataset written by other code may
 # lack index rows the queries need, so a change here means loading again.
@@ -152,7 +152,7 @@ class Tally:
         if moment is None:
             return
         self.years[str(moment.year)] += 1
-        self.in_date_range += DATE_FROM <= moment < DATE_TO
+        self.in_date_range += DATE_RANGE[0] <= moment < DATE_RANGE[1]
         self.first = moment if self.first is None else min(self.first, moment)
         self.last = moment if self.last is None else max(self.last, moment)
 

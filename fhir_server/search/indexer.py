@@ -9,6 +9,7 @@ datatypes each type indexes (https://hl7.org/fhir/R4/search.html#ptypes). ``_id`
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -41,6 +42,7 @@ _STRING_PARTS = {
 _RELATIVE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
 
 
+@functools.lru_cache(maxsize=65_536)
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form: 'Éloïse' and 'eloise' search alike."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -170,20 +172,39 @@ def _dates(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
         interval = parse_date_range(node)
         if interval:
             yield DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group)
-    elif isinstance(node, dict):
-        if "start" in node or "end" in node:  # Period
-            start = parse_date_range(node["start"]) if isinstance(node.get("start"), str) else None
-            end = parse_date_range(node["end"]) if isinstance(node.get("end"), str) else None
+    elif (isinstance(node, dict) and value.type == "Timing") or "event" in node or "repeat" in node:
+        yield from _timing(code, node, group)
+    elif isinstance(node, dict):  # Period
+        start = parse_date_range(node["start"]) if isinstance(node.get("start"), str) else None
+        end = parse_date_range(node["end"]) if isinstance(node.get("end"), str) else None
+        if start or end:
             yield DateEntry(
                 code,
                 to_micros(start[0]) if start else None,
                 to_micros(end[1]) if end else None,
                 group,
             )
-        for event in node.get("event") or []:  # Timing
-            interval = parse_date_range(event) if isinstance(event, str) else None
-            if interval:
-                yield DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group)
+
+
+def _timing(code: str, node: dict[str, Any], group: int) -> Iterator[IndexEntry]:
+    """Only a Timing's outer limits count (search.html#date): from its first event or bounds
+    start to its last event or bounds end."""
+    ranges = [
+        parse_date_range(event) for event in node.get("event") or [] if isinstance(event, str)
+    ]
+    lows = [to_micros(r[0]) for r in ranges if r]
+    highs = [to_micros(r[1]) for r in ranges if r]
+    repeat = node.get("repeat")
+    bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
+    if isinstance(bounds, dict):
+        start = parse_date_range(bounds["start"]) if isinstance(bounds.get("start"), str) else None
+        end = parse_date_range(bounds["end"]) if isinstance(bounds.get("end"), str) else None
+        if start:
+            lows.append(to_micros(start[0]))
+        if end:
+            highs.append(to_micros(end[1]))
+    if lows or highs:
+        yield DateEntry(code, min(lows) if lows else None, max(highs) if highs else None, group)
 
 
 def _numbers(code: str, value: Value, group: int) -> Iterator[IndexEntry]:

@@ -35,7 +35,7 @@ from fhir_server.search.plan import (
     TotalMode,
 )
 from fhir_server.search.registry import SearchParameter, SearchParameterRegistry
-from fhir_server.search.tokens import split_escaped
+from fhir_server.search.tokens import split_escaped, unescape
 from fhir_server.search.values_parser import (
     MAX_VALUE_LENGTH,
     bad,
@@ -239,14 +239,11 @@ class SearchParser:
         if kind == "reference":
             return (reference_predicate(name, code, modifier, value, base_url, self._is_type),)
         if kind == "date":
-            negated, predicate = date_predicate(code, value)
-            return (Not((predicate,)),) if negated else (predicate,)
+            return (date_predicate(code, value),)
         if kind == "number":
-            negated, predicate = number_predicate(code, value)
-            return (Not((predicate,)),) if negated else (predicate,)
+            return (number_predicate(code, value),)
         if kind == "quantity":
-            negated, predicates = quantity_predicates(name, code, value)
-            return (Not(predicates),) if negated else predicates
+            return quantity_predicates(name, code, value)
         if kind == "composite":
             return (self._composite(name, parameter, value, base_url),)
         raise Unsupported(f"{kind} parameters are not supported")
@@ -262,32 +259,23 @@ class SearchParser:
                 f"expected {len(kinds)} parts separated by '$', got {len(parts)}",
                 "rofecare-2106",
             )
-        components: list[Predicate] = []
+        components: list[AnyOf] = []
         for index, (kind, part) in enumerate(zip(kinds, parts, strict=True)):
             component = SearchParameter(f"{parameter.code}${index}", kind, "", _never, True)
-            found = self._value(name, component, "", part, base_url)
-            if len(found) != 1 or isinstance(found[0], Not):
-                raise bad(
-                    name, f"part {part[:40]!r} cannot be used in a composite", "rofecare-2106"
-                )
-            components.append(found[0])
+            components.append(self._value(name, component, "", part, base_url))
         return Composite(parameter.code, tuple(components))
 
     def _column(self, name: str, code: str, modifier: str, value: str) -> AnyOf:
         """Parameters every store answers from its own columns or full-text index."""
         if modifier:
             raise Unsupported(f"the modifier :{modifier[:40]} is not supported on {code}")
-        items = split_escaped(value, ",")
+        items = [unescape(item) for item in split_escaped(value, ",")]
         if code == "_id":
             if not all(is_valid_id(item) for item in items):
                 raise bad(name, "not a valid id", "rofecare-2005")
             return (IdMatch(tuple(items)),)
         if code == "_lastUpdated":
-            found: list[Predicate] = []
-            for item in items:
-                negated, predicate = date_predicate(code, item, "lastUpdated")
-                found.append(Not((predicate,)) if negated else predicate)
-            return tuple(found)
+            return tuple(date_predicate(code, item, "lastUpdated") for item in items)
         field_name = "narrative" if code == "_text" else "content"
         return tuple(
             TextMatch(field_name, tuple(normalize(item).split()))  # type: ignore[arg-type]

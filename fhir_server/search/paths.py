@@ -113,6 +113,9 @@ def compile_expression(
 
 def compile_path(text: str, element_types: dict[str, dict[str, list[str]]]) -> CompiledPath | None:
     text = _strip_parentheses(text.strip())
+    typed = _TYPED_CHOICE.fullmatch(text)
+    if typed:
+        return _compile_typed_choice(typed, element_types)
     final: _Filter | None = None
     suffix = _SUFFIX.search(text)
     if suffix:
@@ -136,6 +139,33 @@ def compile_path(text: str, element_types: dict[str, dict[str, list[str]]]) -> C
     if steps is None:
         return None
     return CompiledPath(root, steps[0], final)
+
+
+# ``(Observation.value as CodeableConcept).text``: a choice narrowed to one type, then a path.
+_TYPED_CHOICE = re.compile(
+    rf"\((?P<inner>[A-Z][A-Za-z]*(?:\.{_STEP})+)\s+as\s+(?P<type>[A-Za-z]+)\)"
+    rf"\.(?P<rest>{_STEP}(?:\.{_STEP})*)"
+)
+
+
+def _compile_typed_choice(
+    match: re.Match[str], element_types: dict[str, dict[str, list[str]]]
+) -> CompiledPath | None:
+    inner = _PATH.fullmatch(match["inner"])
+    if inner is None or inner["root"] not in element_types:
+        return None
+    resolved = _typed_steps(inner["root"], inner["steps"], element_types)
+    if resolved is None:
+        return None
+    steps = list(resolved[0])
+    last, type_code = steps[-1], match["type"]
+    if last.choice_types is None or type_code not in last.choice_types:
+        return None
+    steps[-1] = _Step(last.name, last.index, (type_code,), (type_code,))
+    rest = _typed_steps(type_code, "." + match["rest"], element_types)
+    if rest is None:
+        return None
+    return CompiledPath(inner["root"], (*steps, *rest[0]), None)
 
 
 class RelativePath:

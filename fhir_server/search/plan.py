@@ -117,10 +117,11 @@ class Missing:
 
 @dataclass(frozen=True)
 class Composite:
-    """All components must match values of one composite group (``code$i`` params)."""
+    """All components must match values of one composite group (``code$i`` params); each
+    component is an OR of alternatives on one value table (a quantity in UCUM or as given)."""
 
     param: str
-    components: tuple[Predicate, ...]
+    components: tuple[AnyOf, ...]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Comparison prefixes as bounds on stored values (https://hl7.org/fhir/R4/search.html#prefix).
 
-Dates are ranges on both sides: a resource value covers [low, high) at its precision (a
+A resource matches when one of its values does; ``ne`` therefore selects resources with a
+value outside the search range (not those without any value). Dates are ranges on both
+sides: a resource value covers [low, high) at its precision (a
 Period its span), and so does the search value. R4 defines each prefix on those ranges:
 ``eq`` means the resource range lies inside the search range, ``gt`` that the range above
 the search value intersects the resource range, and so on. Numbers carry an implicit
@@ -50,6 +52,8 @@ def range_bounds(prefix: str, start: int, end: int, low: str, high: str) -> Boun
     inside = (Bound(low, ">=", start), Bound(high, "<=", end))
     if prefix == "eq":
         return (inside,)
+    if prefix == "ne":  # a value not contained in the search range (HAPI's reading)
+        return ((Bound(low, "<", start),), (Bound(high, ">", end),))
     if prefix == "gt":
         return ((Bound(high, ">", end),),)
     if prefix == "lt":
@@ -66,7 +70,7 @@ def range_bounds(prefix: str, start: int, end: int, low: str, high: str) -> Boun
         now = to_micros(now_utc())
         margin = int(abs(now - start) * APPROXIMATE_SHARE)
         return ((Bound(low, "<", end + margin), Bound(high, ">", start - margin)),)
-    raise AssertionError(prefix)  # 'ne' is the negation of 'eq', built by the parser
+    raise AssertionError(prefix)
 
 
 def number_bounds(text: str, column: str = "value") -> tuple[str, Bounds]:
@@ -77,6 +81,8 @@ def number_bounds(text: str, column: str = "value") -> tuple[str, Bounds]:
     if prefix in ("eq", "ne"):
         half = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # type: ignore[operator]
         low, high = float(number - half), float(number + half)
+        if prefix == "ne":
+            return prefix, ((Bound(column, "<", low),), (Bound(column, ">=", high),))
         return prefix, ((Bound(column, ">=", low), Bound(column, "<", high)),)
     if prefix in ("gt", "sa"):
         return prefix, ((Bound(column, ">", exact),),)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +148,12 @@ def _parameter(
     by_url: dict[str, dict[str, Any]],
 ) -> SearchParameter:
     compiled: CompiledExpression | None = compile_expression(expression, element_types)
-    evaluate: Evaluator = compiled.evaluate if compiled else _general(expression, resource_type)
+    evaluate: Evaluator | None = compiled.evaluate if compiled else None
+    exists = _EXISTS_NOT_FALSE.fullmatch(expression)
+    if exists and evaluate is None:
+        evaluate = _exists_not_false(exists["path"], element_types)
+    if evaluate is None:
+        evaluate = _general(expression, resource_type)
     composite: tuple[CompositeRoot, ...] = ()
     if definition["type"] == "composite":
         composite = _composite_roots(definition, expression, element_types, by_url)
@@ -156,7 +162,7 @@ def _parameter(
         type=definition["type"],
         expression=expression,
         evaluate=evaluate,
-        compiled=compiled is not None,
+        compiled=evaluate is not None and not isinstance(evaluate, _GeneralEvaluator),
         targets=tuple(definition.get("target", [])),
         url=definition.get("url", ""),
         composite=composite,
@@ -187,21 +193,44 @@ def _composite_roots(
     return tuple(roots)
 
 
-def _general(expression: str, resource_type: str) -> Evaluator:
-    """A fhirpathpy evaluator (compiled once) for expressions the fast path does not cover."""
-    from fhirpathpy import compile as fhirpath_compile
-    from fhirpathpy.models import models
+# ``Patient.deceased.exists() and Patient.deceased != false``: true or false, always.
+_EXISTS_NOT_FALSE = re.compile(r"(?P<path>[A-Z][\w.]*)\.exists\(\) and (?P=path) != false")
 
-    function = fhirpath_compile(expression, models["r4"])
+
+def _exists_not_false(
+    path: str, element_types: dict[str, dict[str, list[str]]]
+) -> Evaluator | None:
+    compiled = compile_path(path, element_types)
+    if compiled is None:
+        return None
+    select = compiled.evaluate
 
     def evaluate(resource: dict[str, Any]) -> list[Value]:
+        found = select(resource)
+        return [Value(any(value.value is not False for value in found), "boolean")]
+
+    return evaluate
+
+
+class _GeneralEvaluator:
+    """A fhirpathpy evaluator (compiled once) for expressions the fast path does not cover."""
+
+    def __init__(self, expression: str) -> None:
+        from fhirpathpy import compile as fhirpath_compile
+        from fhirpathpy.models import models
+
+        self._function = fhirpath_compile(expression, models["r4"])
+
+    def __call__(self, resource: dict[str, Any]) -> list[Value]:
         try:
-            found = function(resource, None)
+            found = self._function(resource, None)
         except Exception:  # the engine raises bare Exceptions for what it does not implement
             return []
         return [Value(item, _kind(item)) for item in found if item is not None]
 
-    return evaluate
+
+def _general(expression: str, resource_type: str) -> Evaluator:
+    return _GeneralEvaluator(expression)
 
 
 def _kind(item: Any) -> str:

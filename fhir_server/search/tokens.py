@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fhir_server.search.values import TokenEntry
-
 
 def split_escaped(text: str, separator: str) -> list[str]:
-    """Split on ``separator`` except where escaped by a backslash (search.html#escaping)."""
+    """Split on ``separator`` except where escaped by a backslash (search.html#escaping).
+
+    Escapes stay in the parts, so a value can be split again on another separator (``,``
+    then ``|`` then ``$``); ``unescape`` turns the final pieces into plain text.
+    """
     parts: list[str] = []
     current: list[str] = []
     chars = iter(text)
     for char in chars:
         if char == "\\":
-            escaped = next(chars, "")
-            current.append(escaped if escaped in "\\|,$" else char + escaped)
+            current.append(char + next(chars, ""))
         elif char == separator:
             parts.append("".join(current))
             current = []
@@ -25,16 +24,16 @@ def split_escaped(text: str, separator: str) -> list[str]:
     return parts
 
 
-def identifier_tokens(resource: dict[str, Any]) -> tuple[TokenEntry, ...]:
-    """Index entries of the ``identifier`` search parameter: one per Identifier with a value.
-
-    Every R4 resource with an ``identifier`` element declares an ``identifier`` token
-    parameter over it, so this holds for all types until the general indexer lands.
-    """
-    value = resource.get("identifier")
-    identifiers = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-    return tuple(
-        TokenEntry("identifier", item.get("system"), item["value"])
-        for item in identifiers
-        if isinstance(item, dict) and isinstance(item.get("value"), str)
-    )
+def unescape(text: str) -> str:
+    """``\\|``, ``\\,``, ``\\$`` and ``\\\\`` -> the character itself; other backslashes stay."""
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            out.append(escaped if escaped in "\\|,$" else char + escaped)
+        else:
+            out.append(char)
+    return "".join(out)

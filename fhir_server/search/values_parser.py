@@ -20,8 +20,8 @@ from fhir_server.search.plan import (
     TokenText,
     UriMatch,
 )
-from fhir_server.search.prefixes import date_bounds, number_bounds, split_prefix
-from fhir_server.search.tokens import split_escaped
+from fhir_server.search.prefixes import date_bounds, number_bounds
+from fhir_server.search.tokens import split_escaped, unescape
 from fhir_server.search.ucum import canonical
 
 MAX_VALUE_LENGTH = 2_048
@@ -32,6 +32,7 @@ def bad(name: str, message: str, code: str) -> BadRequest:
 
 
 def string_predicate(name: str, code: str, modifier: str, value: str) -> Predicate:
+    value = unescape(value)
     if modifier == "exact":
         return StringMatch(code, "exact", value)
     return StringMatch(code, "contains" if modifier == "contains" else "prefix", normalize(value))
@@ -39,8 +40,8 @@ def string_predicate(name: str, code: str, modifier: str, value: str) -> Predica
 
 def token_predicate(name: str, code: str, modifier: str, value: str) -> Predicate:
     if modifier == "text":
-        return TokenText(code, normalize(value))
-    parts = split_escaped(value, "|")
+        return TokenText(code, normalize(unescape(value)))
+    parts = [unescape(part) for part in split_escaped(value, "|")]
     if modifier == "of-type":
         if len(parts) != 3 or not all(parts):
             raise bad(name, f"{value[:60]!r} is not system|type-code|value", "rofecare-2103")
@@ -52,35 +53,32 @@ def token_predicate(name: str, code: str, modifier: str, value: str) -> Predicat
     raise bad(name, f"{value[:60]!r} is not [system|]code", "rofecare-2103")
 
 
-def date_predicate(code: str, value: str, kind: str = "date") -> tuple[bool, Predicate]:
-    """Whether the match is negated (``ne``), and the range match of ``eq`` or the prefix."""
-    negated = split_prefix(value)[0] == "ne"
-    _, bounds = date_bounds("eq" + value[2:] if negated else value)
-    return negated, RangeMatch(code, "lastUpdated" if kind == "lastUpdated" else "date", bounds)
+def date_predicate(code: str, value: str, kind: str = "date") -> Predicate:
+    _, bounds = date_bounds(value)
+    return RangeMatch(code, "lastUpdated" if kind == "lastUpdated" else "date", bounds)
 
 
-def number_predicate(code: str, value: str) -> tuple[bool, Predicate]:
-    prefix, bounds = number_bounds(value)
-    return prefix == "ne", RangeMatch(code, "number", bounds)
+def number_predicate(code: str, value: str) -> Predicate:
+    _, bounds = number_bounds(value)
+    return RangeMatch(code, "number", bounds)
 
 
-def quantity_predicates(name: str, code: str, value: str) -> tuple[bool, tuple[Predicate, ...]]:
+def quantity_predicates(name: str, code: str, value: str) -> tuple[Predicate, ...]:
     """``[prefix]number[|system|code]``; UCUM units compare in canonical form, so
     ``lt1|http://unitsofmeasure.org|g`` finds 500 mg (search.html#quantity)."""
-    parts = split_escaped(value, "|")
+    parts = [unescape(part) for part in split_escaped(value, "|")]
     if len(parts) not in (1, 3):
         raise bad(name, f"{value[:60]!r} is not number|system|code", "rofecare-2105")
-    prefix, bounds = number_bounds(parts[0])
-    negated = prefix == "ne"
+    _, bounds = number_bounds(parts[0])
     if len(parts) == 1:
-        return negated, (RangeMatch(code, "quantity", bounds),)
+        return (RangeMatch(code, "quantity", bounds),)
     system, unit = parts[1] or None, parts[2] or None
     plain = RangeMatch(code, "quantity", bounds, system, unit)
     target = canonical(1.0, unit) if unit is not None and system in (None, UCUM) else None
     converted = _convert(bounds, unit) if target is not None and unit is not None else None
     if target is None or converted is None:
-        return negated, (plain,)
-    return negated, (RangeMatch(code, "quantity", converted, UCUM, target[1], True), plain)
+        return (plain,)
+    return (RangeMatch(code, "quantity", converted, UCUM, target[1], True), plain)
 
 
 def _convert(bounds: Bounds, unit: str) -> Bounds | None:
@@ -106,10 +104,9 @@ def reference_predicate(
 ) -> Predicate:
     """``Type/id``, a bare id (any target type, or the ``:Type`` modifier's), or a URL."""
     if modifier == "identifier":
-        token = token_predicate(name, f"{code}:identifier", "", value)
-        return token
+        return token_predicate(name, f"{code}:identifier", "", value)
     target_type = modifier or None
-    text = value
+    text = unescape(value)
     if base_url and text.startswith(base_url.rstrip("/") + "/"):
         text = text[len(base_url.rstrip("/")) + 1 :]
     if text.startswith(("http://", "https://", "urn:")):
@@ -132,6 +129,7 @@ def reference_predicate(
 
 
 def uri_predicate(name: str, code: str, modifier: str, value: str) -> Predicate:
+    value = unescape(value)
     if modifier == "above":
         return UriMatch(code, "above", value)
     if modifier == "below":

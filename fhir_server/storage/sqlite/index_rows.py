@@ -64,17 +64,17 @@ def rows_by_table(
 ) -> dict[str, list[tuple[Any, ...]]]:
     """{table: rows} for one resource; ``pid(resource_type, code, kind)`` interns params."""
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    for entry in entries:
+    for number, entry in enumerate(entries):
         kind = KIND_OF[type(entry)]
         table = INDEX_TABLES[kind][0]
-        row = (pid(resource_type, entry.param, kind), rkey, entry.group, *_values(entry))
+        row = (rkey, number, pid(resource_type, entry.param, kind), entry.group, *_values(entry))
         tables.setdefault(table, []).append(row)
     return tables
 
 
 INSERTS = {
-    table: f"INSERT INTO {table} (pid, rkey, grp, {', '.join(columns)}) "
-    f"VALUES (?, ?, ?{', ?' * len(columns)})"
+    table: f"INSERT INTO {table} (rkey, n, pid, grp, {', '.join(columns)}) "
+    f"VALUES (?, ?, ?, ?{', ?' * len(columns)})"
     for table, columns in INDEX_TABLES.values()
 }
 DELETES = {table: f"DELETE FROM {table} WHERE rkey = ?" for table, _ in INDEX_TABLES.values()}

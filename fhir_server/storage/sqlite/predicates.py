@@ -211,10 +211,13 @@ class SqlBuilder:
         """All components in one group: ``c0`` joined to ``c1``... on (rkey, grp)."""
         tables: list[str] = []
         conditions: list[str] = []
-        for index, component in enumerate(composite.components):
-            table, condition = self.value_condition(component, scope, f"c{index}.")
+        for index, alternatives in enumerate(composite.components):
+            found = [self.value_condition(item, scope, f"c{index}.") for item in alternatives]
+            table = found[0][0]
+            if any(other != table for other, _ in found):
+                raise ValueError("composite alternatives must share one value table")
             tables.append(f"{table} c{index}")
-            conditions.append(condition)
+            conditions.append("(" + " OR ".join(f"({c})" for _, c in found) + ")")
             if index:
                 conditions.append(f"c{index}.rkey = c0.rkey AND c{index}.grp = c0.grp")
         return (

@@ -9,8 +9,12 @@ every search index row carries and that orders unsorted search results.
 Search values live in one table per value type, as HAPI FHIR keeps them: each row names
 its parameter by ``pid`` (an interned (resource type, code) pair, so one index range holds
 exactly one parameter of one type) and its composite group ``grp``. Rows are replaced in
-the same transaction as the version they describe. Each table is indexed for the lookups
-its parameter type needs (``EXPLAIN QUERY PLAN`` checks in tests/unit/test_sqlite_plans.py).
+the same transaction as the version they describe. The tables are clustered by (rkey, n),
+``n`` numbering a resource's rows: a new resource's rows append to the end of each table
+and an update deletes one contiguous range, so each row costs one secondary-index insert
+(a rowid table with a separate owner index cost more per write). Each table is indexed for
+the lookups its parameter type needs (``EXPLAIN QUERY PLAN`` checks in
+tests/unit/test_sqlite_plans.py).
 """
 
 SCHEMA_VERSION = 2
@@ -71,66 +75,66 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS search_param_code ON search_param (code)",
     """
     CREATE TABLE IF NOT EXISTS idx_token (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
-        system TEXT NOT NULL, code TEXT NOT NULL, display TEXT
-    )
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
+        system TEXT NOT NULL, code TEXT NOT NULL, display TEXT,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_token_value ON idx_token (pid, code, system)",
-    "CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (rkey)",
     """
     CREATE TABLE IF NOT EXISTS idx_string (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
-        norm TEXT NOT NULL, exact TEXT NOT NULL
-    )
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
+        norm TEXT NOT NULL, exact TEXT NOT NULL,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (pid, norm)",
-    "CREATE INDEX IF NOT EXISTS idx_string_owner ON idx_string (rkey)",
     """
     CREATE TABLE IF NOT EXISTS idx_date (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
-        low INTEGER NOT NULL, high INTEGER NOT NULL
-    )
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
+        low INTEGER NOT NULL, high INTEGER NOT NULL,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low)",
     "CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (pid, high)",
-    "CREATE INDEX IF NOT EXISTS idx_date_owner ON idx_date (rkey)",
     """
     CREATE TABLE IF NOT EXISTS idx_number (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
-        value REAL NOT NULL
-    )
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (pid, value)",
-    "CREATE INDEX IF NOT EXISTS idx_number_owner ON idx_number (rkey)",
     """
     CREATE TABLE IF NOT EXISTS idx_quantity (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
         value REAL NOT NULL, system TEXT, code TEXT,
-        canonical_value REAL, canonical_code TEXT
-    )
+        canonical_value REAL, canonical_code TEXT,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, value)",
     "CREATE INDEX IF NOT EXISTS idx_quantity_canonical "
     "ON idx_quantity (pid, canonical_code, canonical_value)",
-    "CREATE INDEX IF NOT EXISTS idx_quantity_owner ON idx_quantity (rkey)",
     """
     CREATE TABLE IF NOT EXISTS idx_reference (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
-        target_type TEXT, target_id TEXT, url TEXT
-    )
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
+        target_type TEXT, target_id TEXT, url TEXT,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_reference_target "
     "ON idx_reference (pid, target_id, target_type)",
     "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (pid, url)",
-    "CREATE INDEX IF NOT EXISTS idx_reference_owner ON idx_reference (rkey, pid)",
     """
     CREATE TABLE IF NOT EXISTS idx_uri (
-        pid INTEGER NOT NULL, rkey INTEGER NOT NULL, grp INTEGER NOT NULL,
-        uri TEXT NOT NULL
-    )
+        rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
+        uri TEXT NOT NULL,
+        PRIMARY KEY (rkey, n)
+    ) WITHOUT ROWID
     """,
     "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, uri)",
-    "CREATE INDEX IF NOT EXISTS idx_uri_owner ON idx_uri (rkey)",
     """
     CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5 (
         narrative, content, tokenize = 'unicode61 remove_diacritics 2'

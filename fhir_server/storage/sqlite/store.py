@@ -20,6 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,25 @@ RETRY_AFTER_SECONDS = "5"
 _VERSION_COLUMNS = VERSION_COLUMNS
 
 
+MAX_GROUP_COMMIT = 64  # writes sharing one commit, bounding the wait of the first
+
+
+@dataclass
+class _QueuedWrite:
+    records: Sequence[WriteRecord]
+    done: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(done: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if done.done():  # the waiting request was cancelled
+        return
+    if outcome is None:
+        done.set_result(None)
+    else:
+        done.set_exception(outcome)
+
+
 class SchemaMismatch(RuntimeError):
     """The database file was written by a different, incompatible Rofecare schema."""
 
@@ -70,6 +90,8 @@ class SqliteStore:
         self._loop_local: sqlite3.Connection | None = None
         self._pid_cache: dict[tuple[str, str], int] = {}
         self._pending_pids: dict[tuple[str, str], int] = {}  # writer thread only
+        self._queue: list[_QueuedWrite] = []
+        self._queue_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -279,14 +301,62 @@ class SqliteStore:
     # -- writes ----------------------------------------------------------------------------
 
     async def write(self, records: Sequence[WriteRecord]) -> None:
-        await self._on_writer(lambda: self._write(records))
+        """Queue the records for the writer thread and wait until they are committed.
 
-    def _write(self, records: Sequence[WriteRecord]) -> None:
+        Group commit: the writer takes every write queued while it was busy and commits them
+        in one transaction, each inside its own savepoint, so a version conflict in one
+        rolls back only that one. A commit is the expensive part (fsync, and one write of
+        each index page touched), and concurrent writes share it; each is acknowledged only
+        after the shared commit, so durability is unchanged.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with self._queue_lock:
+            self._queue.append(_QueuedWrite(records, done, loop))
+            first = len(self._queue) == 1
+        if first:
+            self._writer.submit(self._drain_queue)
+        await _unavailable_on_error(done)
+
+    def _drain_queue(self) -> None:
+        with self._queue_lock:
+            batch, self._queue = self._queue[:MAX_GROUP_COMMIT], self._queue[MAX_GROUP_COMMIT:]
+            if self._queue:
+                self._writer.submit(self._drain_queue)
+        if not batch:
+            return
+        outcomes: list[BaseException | None] = []
+
         def run(connection: sqlite3.Connection) -> None:
+            for job in batch:
+                outcomes.append(self._write_job(connection, job.records))
+
+        try:
+            self._in_transaction(run)
+        except BaseException as error:  # the shared commit failed: every write in it did
+            outcomes = [error] * len(batch)
+        for job, outcome in zip(batch, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_settle, job.done, outcome)
+
+    def _write_job(
+        self, connection: sqlite3.Connection, records: Sequence[WriteRecord]
+    ) -> BaseException | None:
+        """One queued write in its own savepoint: all its records, or none of them."""
+        interned = set(self._pending_pids)
+        connection.execute("SAVEPOINT job")
+        try:
             for record in records:
                 self._write_one(connection, record)
-
-        self._in_transaction(run)
+        except sqlite3.OperationalError:
+            raise  # disk full, I/O error: the whole transaction is lost
+        except Exception as error:
+            connection.execute("ROLLBACK TO job")
+            connection.execute("RELEASE job")
+            for key in set(self._pending_pids) - interned:
+                del self._pending_pids[key]  # rolled back with the job
+            return error
+        connection.execute("RELEASE job")
+        return None
 
     def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction; parameter ids it interned are cached only

@@ -15,6 +15,8 @@ in its note; where the specification is ambiguous the cases follow HAPI FHIR's r
 * Date, number and quantity prefixes follow the range table of search.html#prefix: a value is the
   half-open interval its precision implies; a Period is explicit and an absent start or end is
   unbounded.
+* A prefix compares values, so ``ne`` never matches a resource without one (HAPI FHIR's reading);
+  only the token modifier ``:not`` includes resources that have no value.
 * ``ap`` cases only use values that overlap the search value (always a match) or lie centuries
   away (never a match), so no answer depends on today's date or the server's tolerance.
 * Missing values sort last in both directions (HAPI FHIR's NULLS LAST).

@@ -17,15 +17,15 @@ answer depends on that choice say "UTC" in their note.
 
 from __future__ import annotations
 
-from tests.contract.search_cases import SPEC, SearchCase, observation, patient
+from tests.contract.search_cases import SPEC, Resource, SearchCase, observation, patient
 
 DATE = f"{SPEC}#date"
 PREFIX = f"{SPEC}#prefix"
 MULTI = f"{SPEC}#combining"
 
 
-def _encounter(id_: str, start: str | None = None, end: str | None = None) -> dict[str, object]:
-    encounter: dict[str, object] = {
+def _encounter(id_: str, start: str | None = None, end: str | None = None) -> Resource:
+    encounter: Resource = {
         "resourceType": "Encounter",
         "id": id_,
         "status": "finished" if end else "in-progress",
@@ -237,8 +237,7 @@ PRECISION_CASES = (
         "date-eb-month-boundary",
         "birthdate=eb1980-06",
         ("pa-1980-05", "pa-1980-05-15", "pa-1979-12-31"),
-        f"eb: 1980-05 ends exactly where June starts, which counts as ending before it "
-        f"({PREFIX})",
+        f"eb: 1980-05 ends exactly where June starts, which counts as ending before it ({PREFIX})",
     ),
     _birthdate(
         "date-range-and",

@@ -1,7 +1,8 @@
 """Number parameters (search.html#number): implicit precision, exponents, prefixes, integers.
 
 A search value without prefix (or with eq, ne, ap) is a range set by its significant figures:
-``100`` is [99.5, 100.5), ``100.00`` is [99.995, 100.005), ``1e2`` (one figure) is [95, 105).
+``100`` is [99.5, 100.5), ``100.00`` is [99.995, 100.005), ``1e2`` has one figure (the spec
+says [95, 105), its significant-figure rule gives [50, 150); the cases hold under both).
 With gt, lt, ge, le, sa, eb the precision is ignored and the value is exact. Stored decimals are
 compared as points (the table of search.html#number speaks of "values in the range"), which also
 is HAPI FHIR's reading. Against an integer element a value without exponent and without non-zero
@@ -13,15 +14,15 @@ Numbers are read from JSON as exact decimals: 0.85 must fall on the excluded upp
 
 from __future__ import annotations
 
-from tests.contract.search_cases import SPEC, SearchCase, ref
+from tests.contract.search_cases import SPEC, Resource, SearchCase, ref
 
 NUMBER = f"{SPEC}#number"
 PREFIX = f"{SPEC}#prefix"
 MULTI = f"{SPEC}#combining"
 
 
-def _risk(id_: str, *probabilities: float) -> dict[str, object]:
-    prediction: list[dict[str, object]] = [{"probabilityDecimal": p} for p in probabilities]
+def _risk(id_: str, *probabilities: float) -> Resource:
+    prediction: list[Resource] = [{"probabilityDecimal": p} for p in probabilities]
     if not probabilities:
         prediction = [{"qualitativeRisk": {"text": "low"}}]
     return {
@@ -33,7 +34,7 @@ def _risk(id_: str, *probabilities: float) -> dict[str, object]:
     }
 
 
-def _charge(id_: str, factor: float | int) -> dict[str, object]:
+def _charge(id_: str, factor: float | int) -> Resource:
     return {
         "resourceType": "ChargeItem",
         "id": id_,
@@ -44,7 +45,7 @@ def _charge(id_: str, factor: float | int) -> dict[str, object]:
     }
 
 
-def _sequence(id_: str, window_start: int) -> dict[str, object]:
+def _sequence(id_: str, window_start: int) -> Resource:
     return {
         "resourceType": "MolecularSequence",
         "id": id_,
@@ -77,11 +78,22 @@ FACTORS = (
     _charge("ci-105", 105),
 )
 
+# The spec's 1e2 example says [95, 105) while its significant-figure rule gives [50, 150): the
+# exponent cases only use values on the same side of both readings.
+EXPONENT_FACTORS = (
+    _charge("ce-45", 45),
+    _charge("ce-95", 95),
+    _charge("ce-100", 100),
+    _charge("ce-1049", 104.9),
+    _charge("ce-160", 160),
+)
+
 SEQUENCES = (
-    _sequence("ms-94", 94),
+    _sequence("ms-40", 40),
     _sequence("ms-96", 96),
     _sequence("ms-100", 100),
     _sequence("ms-101", 101),
+    _sequence("ms-160", 160),
 )
 
 
@@ -115,8 +127,7 @@ CASES: tuple[SearchCase, ...] = (
         "number-gt-exact",
         "probability=gt0.8",
         ("ra-0849", "ra-085", "ra-09", "ra-multi"),
-        f"gt ignores implicit precision: strictly above 0.8 exactly (0.849 included) "
-        f"({NUMBER})",
+        f"gt ignores implicit precision: strictly above 0.8 exactly (0.849 included) ({NUMBER})",
     ),
     _risk_case(
         "number-gt-exponent",
@@ -152,8 +163,7 @@ CASES: tuple[SearchCase, ...] = (
         "number-sa-exact",
         "probability=sa0.8",
         ("ra-0849", "ra-085", "ra-09", "ra-multi"),
-        f"sa on a decimal point value: starts after 0.8, precision ignored ({NUMBER}, "
-        f"{PREFIX})",
+        f"sa on a decimal point value: starts after 0.8, precision ignored ({NUMBER}, {PREFIX})",
     ),
     _risk_case(
         "number-eb-exact",
@@ -179,15 +189,13 @@ CASES: tuple[SearchCase, ...] = (
         resource_type="RiskAssessment",
         query="probability=ap0.8",
         expected=("ra-ap-08", "ra-ap-081"),
-        note=f"ap: within about 10% of 0.8; 0.4 is far outside any reasonable tolerance "
-        f"({PREFIX})",
+        note=f"ap: within about 10% of 0.8; 0.4 is far outside any reasonable tolerance ({PREFIX})",
     ),
     _factor_case(
         "number-eq-integer-form",
         "factor-override=100",
         ("ci-995", "ci-100", "ci-1004"),
-        f"100 means [99.5, 100.5): 99.5 is in, 100.5 is out (the spec's first example) "
-        f"({NUMBER})",
+        f"100 means [99.5, 100.5): 99.5 is in, 100.5 is out (the spec's first example) ({NUMBER})",
     ),
     _factor_case(
         "number-eq-five-figures",
@@ -195,12 +203,15 @@ CASES: tuple[SearchCase, ...] = (
         ("ci-100",),
         f"100.00 means [99.995, 100.005) ({NUMBER})",
     ),
-    _factor_case(
-        "number-eq-exponent-one-figure",
-        "factor-override=1e2",
-        ("ci-95", "ci-994", "ci-995", "ci-100", "ci-1004", "ci-1005", "ci-1049"),
-        f"1e2 has one significant figure: [95, 105), so 95 and 104.9 match and 94.9 and 105 "
-        f"do not ({NUMBER}; HAPI FHIR differs, it treats 1e2 like 100)",
+    SearchCase(
+        name="number-eq-exponent-one-figure",
+        fixtures=EXPONENT_FACTORS,
+        resource_type="ChargeItem",
+        query="factor-override=1e2",
+        expected=("ce-95", "ce-100", "ce-1049"),
+        note=f"1e2 has one significant figure, a wider range than 100: 95 and 104.9 match. The "
+        f"spec says [95, 105) but its own rule gives [50, 150); 45 and 160 are outside both "
+        f"({NUMBER})",
     ),
     _factor_case(
         "number-eq-exponent-three-figures",
@@ -230,8 +241,7 @@ CASES: tuple[SearchCase, ...] = (
         "number-gt-integer-form",
         "factor-override=gt100",
         ("ci-1004", "ci-1005", "ci-1049", "ci-105"),
-        f"gt100: greater than exactly 100, so 100.4 matches although it 'equals' 100 "
-        f"({NUMBER})",
+        f"gt100: greater than exactly 100, so 100.4 matches although it 'equals' 100 ({NUMBER})",
     ),
     _factor_case(
         "number-ge-integer-form",
@@ -261,13 +271,13 @@ CASES: tuple[SearchCase, ...] = (
         "number-integer-exponent-range",
         "window-start=1e2",
         ("ms-96", "ms-100", "ms-101"),
-        f"the exponential form keeps its implicit range [95, 105) even against integers "
-        f"({NUMBER}, notes; HAPI FHIR differs)",
+        f"the exponential form keeps its implicit range even against integers; 40 and 160 are "
+        f"outside both readings of 1e2 ([95, 105) or [50, 150)) ({NUMBER}, notes)",
     ),
     _sequence_case(
         "number-integer-gt",
         "window-start=gt100",
-        ("ms-101",),
+        ("ms-101", "ms-160"),
         f"gt on an integer element ({NUMBER})",
     ),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from tests.contract.search_cases import (
     LOINC,
     SPEC,
+    Resource,
     SearchCase,
     coding,
     concept,
@@ -48,8 +49,8 @@ CODES = (
 )
 
 
-def _mrn(value: str, type_code: str | None = None, system: str | None = MRN) -> dict[str, object]:
-    identifier: dict[str, object] = {"value": value}
+def _mrn(value: str, type_code: str | None = None, system: str | None = MRN) -> Resource:
+    identifier: Resource = {"value": value}
     if system is not None:
         identifier["system"] = system
     if type_code is not None:
@@ -161,8 +162,7 @@ CASES: tuple[SearchCase, ...] = (
         resource_type="Observation",
         query="code=http%3A%2F%2Floinc.org%7C8867-4",
         expected=("tk-loinc",),
-        note=f"percent-encoding ('%7C' for '|') is undone before the token is parsed "
-        f"({ESCAPING})",
+        note=f"percent-encoding ('%7C' for '|') is undone before the token is parsed ({ESCAPING})",
     ),
     SearchCase(
         name="token-or-comma",
