@@ -11,6 +11,7 @@ interactions always parse strictly, since ignoring a condition would widen it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,7 @@ MODIFIERS = {
     "special": set(),
 }
 SUMMARY_VALUES = ("true", "false", "text", "data", "count")
+_WORD = re.compile(r"\w+")
 
 
 class Unsupported(Exception):
@@ -277,10 +279,10 @@ class SearchParser:
         if code == "_lastUpdated":
             return tuple(date_predicate(code, item, "lastUpdated") for item in items)
         field_name = "narrative" if code == "_text" else "content"
+        # Words as the full-text index splits them: a value with no word matches nothing.
         return tuple(
-            TextMatch(field_name, tuple(normalize(item).split()))  # type: ignore[arg-type]
+            TextMatch(field_name, tuple(_WORD.findall(normalize(item))))  # type: ignore[arg-type]
             for item in items
-            if item.split()
         )
 
     def _common(self, types: tuple[str, ...], code: str) -> SearchParameter:

@@ -32,8 +32,8 @@ def unescape(text: str) -> str:
     chars = iter(text)
     for char in chars:
         if char == "\\":
-            escaped = next(chars, "")
-            out.append(escaped if escaped in "\\|,$" else char + escaped)
+            escaped = next(chars, "")  # "" for a trailing backslash, which stays as it is
+            out.append(escaped if escaped and escaped in "\\|,$" else char + escaped)
         else:
             out.append(char)
     return "".join(out)

@@ -13,6 +13,7 @@ from typing import Any
 from fhir_server.errors import InvalidResource
 from fhir_server.search.indexer import Indexer, full_text
 from fhir_server.search.parser import SearchParser
+from fhir_server.search.paths import split_union
 from fhir_server.search.registry import SearchParameterRegistry, build_registry
 from fhir_server.search.values import FullText, IndexEntry
 
@@ -62,14 +63,18 @@ class SearchIndex:
         would make every later write fail to index."""
         if not _usable(resource):
             return
-        try:
-            build_registry([resource])
-        except Exception as error:  # the FHIRPath engine raises plain Exceptions
+        problem = _expression_problem(resource["expression"], resource["base"])
+        if problem is None:
+            try:
+                build_registry([resource])
+            except Exception as error:  # the FHIRPath engine raises plain Exceptions
+                problem = str(error)
+        if problem is not None:
             raise InvalidResource(
-                f"SearchParameter.expression cannot be evaluated: {error}",
+                f"SearchParameter.expression cannot be evaluated: {problem}",
                 expression="SearchParameter.expression",
                 rofecare_code="rofecare-2201",
-            ) from None
+            )
 
 
 def _usable(definition: dict[str, Any]) -> bool:
@@ -79,3 +84,29 @@ def _usable(definition: dict[str, Any]) -> bool:
         and isinstance(definition.get("code"), str)
         and isinstance(definition.get("base"), list)
     )
+
+
+def _expression_problem(expression: str, bases: list[Any]) -> str | None:
+    """Faults the FHIRPath engine would not report (its parser recovers from syntax errors
+    and then silently selects nothing): unbalanced brackets or quotes, and union members
+    that do not start at one of the parameter's base types."""
+    depth, quoted = 0, False
+    for char in expression:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "([":
+            depth += 1
+        elif not quoted and char in ")]":
+            depth -= 1
+            if depth < 0:
+                return "a closing bracket has no opening one"
+    if depth or quoted:
+        return "unbalanced brackets or quotes"
+    roots = (*(str(base) for base in bases), "Resource", "DomainResource")
+    for member in split_union(expression):
+        start = member.lstrip("(").split(".")[0].split(" ")[0]
+        if start not in roots:
+            return f"{member[:60]!r} does not start at a base type ({', '.join(roots)})"
+        if member.rstrip().endswith((".", "(")):
+            return f"{member[:60]!r} is incomplete"
+    return None

@@ -56,9 +56,7 @@ async def test_search_case(stack: Stack, case: SearchCase) -> None:
     for fixture in case.fixtures:
         await stack.resources.update(fixture["resourceType"], fixture["id"], dict(fixture))
     pairs = parse_qsl(case.query, keep_blank_values=True)
-    result = await stack.search.search(
-        (case.resource_type,), pairs, strict=True, base_url=BASE_URL
-    )
+    result = await stack.search.search((case.resource_type,), pairs, strict=True, base_url=BASE_URL)
     found = [version.resource_id for version in result.page.matches]
     if case.ordered:
         assert found == list(case.expected), case.note

@@ -9,6 +9,7 @@ import pytest
 from fhir_server.model.instant import parse_date_range, to_micros
 from fhir_server.search.indexer import Indexer, normalize
 from fhir_server.search.registry import NOT_R4, load_search_parameters
+from fhir_server.search.tokens import split_escaped, unescape
 from fhir_server.search.values import (
     DateEntry,
     IndexEntry,
@@ -113,3 +114,31 @@ def test_relative_and_contained_references(indexer: Indexer) -> None:
 
 def test_normalize() -> None:
     assert normalize("ÉLOÏSE Straße") == "eloise strasse"
+
+
+@pytest.mark.parametrize(
+    ("text", "separator", "parts"),
+    [
+        ("a,b", ",", ["a", "b"]),
+        ("a\\,b,c", ",", ["a\\,b", "c"]),  # escapes stay until the leaf value
+        ("sys|A\\|B", "|", ["sys", "A\\|B"]),
+        ("\\", ",", ["\\"]),
+    ],
+)
+def test_split_escaped_keeps_escapes(text: str, separator: str, parts: list[str]) -> None:
+    assert split_escaped(text, separator) == parts
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("A\\|B", "A|B"),
+        ("1\\,2", "1,2"),
+        ("a\\$b", "a$b"),
+        ("\\\\", "\\"),
+        ("\\", "\\"),
+        ("\\x", "\\x"),
+    ],
+)
+def test_unescape(text: str, plain: str) -> None:
+    assert unescape(text) == plain

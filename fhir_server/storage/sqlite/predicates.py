@@ -72,6 +72,8 @@ class SqlBuilder:
             condition = self._bounds(predicate.bounds, _RANGE_COLUMNS["lastUpdated"])
             return self._current(scope, key, condition, [])
         if isinstance(predicate, TextMatch):
+            if not predicate.words:
+                return "0"
             self.args.append(text_query(predicate))
             return f"{key} IN (SELECT rowid FROM idx_text WHERE idx_text MATCH ?)"
         if isinstance(predicate, Missing):
