@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import orjson
 from fastapi import FastAPI, Response
@@ -14,7 +15,7 @@ from fhir_server.api import errors
 from fhir_server.api.capability import capability_statement
 from fhir_server.api.routes import fhir_routes
 from fhir_server.config import Settings
-from fhir_server.definitions import load_definitions
+from fhir_server.definitions import Definitions, load_definitions
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
 from fhir_server.services.resources import ResourceService
@@ -31,8 +32,20 @@ def build_store(settings: Settings) -> ResourceStore:
     raise ValueError(f"Unsupported store {settings.store!r} (supported: sqlite)")
 
 
-def build_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+@dataclass(frozen=True)
+class Core:
+    """Everything below the HTTP layer, shared by the server and the command-line tools."""
+
+    settings: Settings
+    definitions: Definitions
+    validator: StructureValidator
+    store: ResourceStore
+    search_index: SearchIndex
+    service: ResourceService
+    search: SearchService
+
+
+def build_core(settings: Settings) -> Core:
     definitions = load_definitions()
     validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
     store = build_store(settings)
@@ -52,6 +65,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         max_resource_bytes=settings.max_body_bytes,
     )
     search = SearchService(store, service, search_index, definitions)
+    return Core(settings, definitions, validator, store, search_index, service, search)
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    core = build_core(settings)
+    definitions, validator, store = core.definitions, core.validator, core.store
+    service, search, search_index = core.service, core.search, core.search_index
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,0 +1,65 @@
+"""``rofecare reindex``: a SearchParameter added after the data fills in for older resources."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.api.conftest import FHIR_JSON, make_client, patient
+
+MARITAL_TEXT = {
+    "resourceType": "SearchParameter",
+    "id": "patient-marital-text",
+    "url": "http://rofecare.example/fhir/SearchParameter/patient-marital-text",
+    "name": "marital-text",
+    "status": "active",
+    "description": "Marital status as text",
+    "code": "marital-text",
+    "base": ["Patient"],
+    "type": "string",
+    "expression": "Patient.maritalStatus.text",
+}
+
+
+def found(tmp_path: Path) -> list[str]:
+    with make_client(tmp_path) as client:
+        bundle = client.get(
+            "/fhir/Patient?marital-text=married&_sort=_id&_count=500",
+            headers={"Prefer": "handling=strict"},
+        ).json()
+    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+
+
+def test_reindex_command_indexes_resources_written_before_the_parameter(tmp_path: Path) -> None:
+    with make_client(tmp_path) as client:
+        for number in range(120):
+            body = patient(id=f"p{number:03d}", maritalStatus={"text": "Married"})
+            assert client.put(f"/fhir/Patient/p{number:03d}", json=body).status_code == 201
+        client.put(f"/fhir/SearchParameter/{MARITAL_TEXT['id']}", json=MARITAL_TEXT)
+        later = patient(id="later", maritalStatus={"text": "married"})
+        client.put("/fhir/Patient/later", json=later, headers=FHIR_JSON)
+        client.delete("/fhir/Patient/p000")
+    assert found(tmp_path) == ["later"]  # written after the parameter
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "reindex", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reindex" in result.stderr and "121/121" in result.stderr  # the progress bar
+    assert "Reindexed 121 of 121 resources" in result.stderr
+    expected = ["later", *(f"p{number:03d}" for number in range(1, 120))]
+    assert found(tmp_path) == expected  # the deleted p000 stays out
+
+
+def test_reindex_without_a_database_fails_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "reindex", "--data-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "No database" in result.stderr
