@@ -131,20 +131,7 @@ class SqlBuilder:
                 self.args.append(predicate.value)
             return "idx_string", condition
         if isinstance(predicate, RangeMatch):
-            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
-            columns = {name: a + column for name, column in _RANGE_COLUMNS[predicate.kind].items()}
-            if predicate.canonical:
-                condition += f" AND {a}canonical_code = ?"
-                self.args.append(predicate.unit)
-            else:
-                if predicate.system is not None:
-                    condition += f" AND {a}system = ?"
-                    self.args.append(predicate.system)
-                if predicate.unit is not None:
-                    condition += f" AND {a}code = ?"
-                    self.args.append(predicate.unit)
-            condition += " AND " + self._bounds(predicate.bounds, columns)
-            return INDEX_TABLES[predicate.kind][0], condition
+            return INDEX_TABLES[predicate.kind][0], self._range(predicate, scope, a)
         if isinstance(predicate, ReferenceMatch):
             condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
             if predicate.url is not None:
@@ -227,6 +214,30 @@ class SqlBuilder:
             + " AND ".join(conditions)
             + ")"
         )
+
+    def _range(self, predicate: RangeMatch, scope: tuple[str, ...], a: str) -> str:
+        """``(pid AND unit AND bounds) OR (pid AND unit AND bounds)...``: the parameter is
+        repeated inside each alternative so SQLite can answer each from its own index
+        (``ge`` is "high > end" or "low >= start and high <= end": two index ranges)."""
+        head = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+        head_args: list[Any] = []
+        if predicate.canonical:
+            head += f" AND {a}canonical_code = ?"
+            head_args.append(predicate.unit)
+        else:
+            if predicate.system is not None:
+                head += f" AND {a}system = ?"
+                head_args.append(predicate.system)
+            if predicate.unit is not None:
+                head += f" AND {a}code = ?"
+                head_args.append(predicate.unit)
+        columns = {name: a + column for name, column in _RANGE_COLUMNS[predicate.kind].items()}
+        alternatives: list[str] = []
+        for alternative in predicate.bounds:
+            self.args.extend(head_args)
+            parts = [head, *(self._bound(bound, columns) for bound in alternative)]
+            alternatives.append("(" + " AND ".join(parts) + ")")
+        return "(" + " OR ".join(alternatives) + ")"
 
     def _bounds(self, bounds: Bounds, columns: dict[str, str]) -> str:
         alternatives: list[str] = []

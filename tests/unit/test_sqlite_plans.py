@@ -1,0 +1,98 @@
+"""The common search shapes run on indexes: EXPLAIN QUERY PLAN, not a stopwatch.
+
+A full scan is invisible on a test-sized table and fatal on a hospital's; this test builds a
+store with a realistic mix of types and parameters, lets SQLite gather statistics (ANALYZE),
+and checks that no common shape scans a whole table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pytest
+
+from fhir_server.app import Core, build_core
+from fhir_server.config import Settings
+from fhir_server.storage.sqlite import SqliteStore
+from fhir_server.storage.sqlite.predicates import SqlBuilder
+from fhir_server.storage.sqlite.search import SqliteSearch
+
+SHAPES = [
+    ("Observation", "code=http://loinc.org|8867-4"),
+    ("Patient", "name=smi"),
+    ("Observation", "date=ge2020-01-01&date=lt2021-01-01"),
+    ("Observation", "date=2020-03"),
+    ("Observation", "subject=Patient/p1"),
+    ("Observation", "subject:Patient.name=smith"),
+    ("Observation", "value-quantity=gt100|http://unitsofmeasure.org|/min"),
+    ("Patient", "identifier=urn:mrn|17"),
+]
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[Core]:
+    core = build_core(Settings(data_dir=tmp_path, sqlite_synchronous="NORMAL"))
+    await core.store.open()
+    service = core.service
+    for number in range(300):
+        patient = {
+            "resourceType": "Patient",
+            "id": f"p{number}",
+            "identifier": [{"system": "urn:mrn", "value": str(number)}],
+            "name": [{"family": f"Name{number}", "given": ["Ada"]}],
+            "birthDate": f"19{number % 90 + 10}-01-01",
+        }
+        await service.update("Patient", f"p{number}", patient)
+        encounter = {
+            "resourceType": "Encounter",
+            "id": f"e{number}",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/p{number}"},
+            "period": {
+                "start": f"20{number % 20 + 10}-02-01",
+                "end": f"20{number % 20 + 10}-02-02",
+            },
+        }
+        await service.update("Encounter", f"e{number}", encounter)
+        for index, code in enumerate(("8867-4", "8480-6", "8462-4")):
+            observation = {
+                "resourceType": "Observation",
+                "id": f"o{number}-{index}",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": f"Patient/p{number}"},
+                "encounter": {"reference": f"Encounter/e{number}"},
+                "effectiveDateTime": f"20{number % 20 + 5:02d}-0{index + 1}-15T10:00:00Z",
+                "issued": "2024-01-01T00:00:00Z",
+                "valueQuantity": {
+                    "value": number % 150,
+                    "system": "http://unitsofmeasure.org",
+                    "code": "/min",
+                },
+            }
+            await service.update("Observation", observation["id"], observation)
+    yield core
+    await core.store.close()
+
+
+async def test_common_shapes_use_indexes(core: Core) -> None:
+    store = core.store
+    assert isinstance(store, SqliteStore)
+    connection = sqlite3.connect(store._path)
+    connection.execute("ANALYZE")
+    resolver = store._resolver(connection)
+    failures: list[str] = []
+    for resource_type, query in SHAPES:
+        parsed = core.search_index.parser.parse((resource_type,), parse_qsl(query), strict=True)
+        builder = SqlBuilder(resolver)
+        conditions = SqliteSearch(connection, resolver)._conditions(parsed.plan, builder)
+        sql = f"SELECT c.rkey FROM resource_current c WHERE {conditions} ORDER BY c.rkey LIMIT 51"
+        steps = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + sql, builder.args)]
+        if any(step.startswith("SCAN") for step in steps) or "USING" not in " ".join(steps):
+            failures.append(f"{resource_type}?{query}:\n  " + "\n  ".join(steps))
+    connection.close()
+    assert failures == [], "\n".join(failures)
