@@ -46,7 +46,6 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
             "birthDate": f"19{number % 90 + 10}-01-01",
         }
         await service.update("Patient", f"p{number}", patient)
-        year = 2010 + number % 20
         encounter = {
             "resourceType": "Encounter",
             "id": f"e{number}",
