@@ -47,23 +47,101 @@ PidResolver = Callable[[tuple[str, ...], str], list[int]]
 """(resource types in scope, parameter code) -> pids; an empty scope means every type."""
 
 
-class SqlBuilder:
-    """Compiles a plan's conditions, collecting bound arguments in order."""
+Estimator = Callable[[str, list[Any]], int]
+"""(SELECT over one index table, its arguments) -> how many rows, counted up to a cap."""
+ESTIMATE_CAP = 5_000
+_VALUE_PREDICATES = (TokenMatch, TokenText, StringMatch, RangeMatch, ReferenceMatch, UriMatch)
 
-    def __init__(self, pids: PidResolver) -> None:
+
+class SqlBuilder:
+    """Compiles a plan's conditions, collecting bound arguments in order.
+
+    With an ``estimate`` function, the most selective parameter of an AND drives the query
+    (its matches are listed from its index) and the others are checked per candidate with a
+    primary-key probe of that resource's rows: listing ``date=lt2021`` (most of a hospital's
+    data) to intersect it with ``date=ge2020`` cost 35 ms at 100,000 resources; probing costs
+    microseconds per candidate.
+    """
+
+    def __init__(self, pids: PidResolver, estimate: Estimator | None = None) -> None:
         self._pids = pids
+        self._estimate = estimate
         self.args: list[Any] = []
 
     def where(self, where: Where, scope: tuple[str, ...], key: str) -> str:
-        return " AND ".join(self.any_of(alternatives, scope, key) for alternatives in where)
+        if self._estimate is None or len(where) < 2:
+            return " AND ".join(self.any_of(alternatives, scope, key) for alternatives in where)
+        ordered = self._ordered(where, scope)
+        parts = [self.any_of(ordered[0], scope, key)]
+        parts += [self.any_of(alternatives, scope, key, probe=True) for alternatives in ordered[1:]]
+        return " AND ".join(parts)
 
-    def any_of(self, alternatives: AnyOf, scope: tuple[str, ...], key: str) -> str:
+    def _ordered(self, where: Where, scope: tuple[str, ...]) -> list[AnyOf]:
+        if self._estimate is None or len(where) < 2:
+            return list(where)
+        return sorted(where, key=lambda alternatives: self._size(alternatives, scope))
+
+    def count_from_index(self, where: Where, scope: tuple[str, ...]) -> str | None:
+        """A COUNT answered from the driving parameter's index alone, or None.
+
+        Index rows exist only for current, non-deleted resources, and a pid names one
+        resource type, so when a value predicate drives, the resource table is not needed.
+        """
+        ordered = self._ordered(where, scope)
+        if not ordered or len(ordered[0]) != 1:
+            return None
+        driver = ordered[0][0]
+        if not isinstance(driver, _VALUE_PREDICATES) or (
+            isinstance(driver, RangeMatch) and driver.kind == "lastUpdated"
+        ):
+            return None
+        table, condition = self.value_condition(driver, scope, "d.")
+        probes = [
+            self.any_of(alternatives, scope, "d.rkey", probe=True) for alternatives in ordered[1:]
+        ]
+        return f"SELECT COUNT(DISTINCT d.rkey) FROM {table} d WHERE {condition}" + "".join(
+            f" AND {probe}" for probe in probes
+        )
+
+    def _size(self, alternatives: AnyOf, scope: tuple[str, ...]) -> int:
+        """Rows matching ``alternatives`` (capped): listed predicates first, the rest later."""
+        assert self._estimate is not None
+        if len(alternatives) != 1:
+            return ESTIMATE_CAP * 2
+        predicate = alternatives[0]
+        if isinstance(predicate, IdMatch):
+            return len(predicate.ids)
+        if isinstance(predicate, RangeMatch) and predicate.kind == "lastUpdated":
+            return ESTIMATE_CAP * 2
+        if isinstance(predicate, _VALUE_PREDICATES):
+            counter = SqlBuilder(self._pids)
+            table, condition = counter.value_condition(predicate, scope, "")
+            sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {condition} LIMIT ?)"
+            return self._estimate(sql, [*counter.args, ESTIMATE_CAP])
+        if isinstance(predicate, (Chain, Has, CompartmentMatch)):
+            return ESTIMATE_CAP
+        return ESTIMATE_CAP * 2
+
+    def any_of(
+        self, alternatives: AnyOf, scope: tuple[str, ...], key: str, *, probe: bool = False
+    ) -> str:
         if not alternatives:
             return "0"
-        parts = [self.predicate(predicate, scope, key) for predicate in alternatives]
+        parts = [self.predicate(predicate, scope, key, probe=probe) for predicate in alternatives]
         return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
-    def predicate(self, predicate: Predicate, scope: tuple[str, ...], key: str) -> str:
+    def predicate(
+        self, predicate: Predicate, scope: tuple[str, ...], key: str, *, probe: bool = False
+    ) -> str:
+        if (
+            probe
+            and isinstance(predicate, _VALUE_PREDICATES)
+            and not (isinstance(predicate, RangeMatch) and predicate.kind == "lastUpdated")
+        ):
+            # '+pid' keeps SQLite off the (pid, value) index: the resource's own rows are
+            # found by the (rkey, n) primary key.
+            table, condition = self.value_condition(predicate, scope, "", pid_column="+pid")
+            return f"EXISTS (SELECT 1 FROM {table} WHERE rkey = {key} AND {condition})"
         if isinstance(predicate, Not):
             return f"NOT {self.any_of(predicate.alternatives, scope, key)}"
         if isinstance(predicate, IdMatch):
@@ -101,11 +179,12 @@ class SqlBuilder:
     # -- value predicates: (table, condition on its columns with ``alias`` prefix) ---------
 
     def value_condition(
-        self, predicate: Predicate, scope: tuple[str, ...], alias: str
+        self, predicate: Predicate, scope: tuple[str, ...], alias: str, pid_column: str = "pid"
     ) -> tuple[str, str]:
         a = alias
+        pid = ("+" + alias if pid_column.startswith("+") else alias) + "pid"
         if isinstance(predicate, TokenMatch):
-            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            condition = f"{pid} IN ({self._pid_list(scope, predicate.param)})"
             if predicate.code is not None:
                 condition += f" AND {a}code = ?"
                 self.args.append(predicate.code)
@@ -114,12 +193,12 @@ class SqlBuilder:
                 self.args.append(predicate.system)
             return "idx_token", condition
         if isinstance(predicate, TokenText):
-            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            condition = f"{pid} IN ({self._pid_list(scope, predicate.param)})"
             condition += f" AND {a}display >= ? AND {a}display < ?"
             self.args.extend((predicate.text, predicate.text + TOP))
             return "idx_token", condition
         if isinstance(predicate, StringMatch):
-            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            condition = f"{pid} IN ({self._pid_list(scope, predicate.param)})"
             if predicate.mode == "prefix":
                 condition += f" AND {a}norm >= ? AND {a}norm < ?"
                 self.args.extend((predicate.value, predicate.value + TOP))
@@ -131,9 +210,9 @@ class SqlBuilder:
                 self.args.append(predicate.value)
             return "idx_string", condition
         if isinstance(predicate, RangeMatch):
-            return INDEX_TABLES[predicate.kind][0], self._range(predicate, scope, a)
+            return INDEX_TABLES[predicate.kind][0], self._range(predicate, scope, a, pid)
         if isinstance(predicate, ReferenceMatch):
-            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            condition = f"{pid} IN ({self._pid_list(scope, predicate.param)})"
             if predicate.url is not None:
                 condition += f" AND {a}url = ?"
                 self.args.append(predicate.url)
@@ -145,7 +224,7 @@ class SqlBuilder:
                     self.args.append(predicate.target_type)
             return "idx_reference", condition
         if isinstance(predicate, UriMatch):
-            condition = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+            condition = f"{pid} IN ({self._pid_list(scope, predicate.param)})"
             if predicate.mode == "eq":
                 condition += f" AND {a}uri = ?"
                 self.args.append(predicate.value)
@@ -215,11 +294,11 @@ class SqlBuilder:
             + ")"
         )
 
-    def _range(self, predicate: RangeMatch, scope: tuple[str, ...], a: str) -> str:
+    def _range(self, predicate: RangeMatch, scope: tuple[str, ...], a: str, pid: str) -> str:
         """``(pid AND unit AND bounds) OR (pid AND unit AND bounds)...``: the parameter is
         repeated inside each alternative so SQLite can answer each from its own index
         (``ge`` is "high > end" or "low >= start and high <= end": two index ranges)."""
-        head = f"{a}pid IN ({self._pid_list(scope, predicate.param)})"
+        head = f"{pid} IN ({self._pid_list(scope, predicate.param)})"
         head_args: list[Any] = []
         if predicate.canonical:
             head += f" AND {a}canonical_code = ?"
@@ -235,7 +314,11 @@ class SqlBuilder:
         alternatives: list[str] = []
         for alternative in predicate.bounds:
             self.args.extend(head_args)
-            parts = [head, *(self._bound(bound, columns) for bound in alternative)]
+            # Only the first bound may use an index: "low >= a AND high <= b" otherwise
+            # tempts SQLite (which knows no value distribution) into walking every value
+            # below b on the (pid, high) index rather than the few at or above a.
+            parts = [head, self._bound(alternative[0], columns)]
+            parts += [self._bound(bound, columns, indexed=False) for bound in alternative[1:]]
             alternatives.append("(" + " AND ".join(parts) + ")")
         return "(" + " OR ".join(alternatives) + ")"
 
@@ -246,11 +329,11 @@ class SqlBuilder:
             alternatives.append("(" + " AND ".join(parts) + ")")
         return "(" + " OR ".join(alternatives) + ")"
 
-    def _bound(self, bound: Bound, columns: dict[str, str]) -> str:
+    def _bound(self, bound: Bound, columns: dict[str, str], *, indexed: bool = True) -> str:
         if bound.op not in _OPERATORS or bound.column not in columns:
             raise ValueError(f"invalid bound {bound}")
         self.args.append(bound.value)
-        return f"{columns[bound.column]} {bound.op} ?"
+        return f"{'' if indexed else '+'}{columns[bound.column]} {bound.op} ?"
 
     def _pid_list(self, scope: tuple[str, ...], code: str) -> str:
         pids = self._pids(scope, code)

@@ -51,6 +51,16 @@ class SqliteSearch:
     def __init__(self, connection: sqlite3.Connection, pids: PidResolver) -> None:
         self._connection = connection
         self._pids = pids
+        self._estimates: dict[tuple[str, tuple[Any, ...]], int] = {}
+
+    def _estimate(self, sql: str, args: list[Any]) -> int:
+        key = (sql, tuple(args))
+        if key not in self._estimates:
+            self._estimates[key] = int(self._connection.execute(sql, args).fetchone()[0])
+        return self._estimates[key]
+
+    def _builder(self) -> SqlBuilder:
+        return SqlBuilder(self._pids, self._estimate)
 
     def run(self, plan: SearchPlan) -> SearchPage:
         direction, after = _decode_cursor(plan.cursor, len(plan.sort) + 1)
@@ -91,13 +101,17 @@ class SqliteSearch:
         return " AND ".join(conditions)
 
     def _count(self, plan: SearchPlan) -> int:
-        builder = SqlBuilder(self._pids)
-        sql = f"SELECT COUNT(*) FROM resource_current c WHERE {self._conditions(plan, builder)}"
+        builder = self._builder()
+        sql = builder.count_from_index(plan.where, plan.resource_types)
+        if sql is None:
+            builder = self._builder()
+            conditions = self._conditions(plan, builder)
+            sql = f"SELECT COUNT(*) FROM resource_current c WHERE {conditions}"
         row = self._connection.execute(sql, builder.args).fetchone()
         return int(row[0])
 
     def _page(self, plan: SearchPlan, direction: str, after: list[Any] | None) -> list[_Row]:
-        builder = SqlBuilder(self._pids)
+        builder = self._builder()
         keys = [self._sort_expression(key, plan.resource_types) for key in plan.sort]
         descending = [key.descending for key in plan.sort] + [False]
         if direction == "previous":
