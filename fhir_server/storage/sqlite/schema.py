@@ -116,7 +116,7 @@ STATEMENTS = (
     """,
     "CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (pid, value)",
     "CREATE INDEX IF NOT EXISTS idx_quantity_canonical "
-    "ON idx_quantity (pid, canonical_code, canonical_value)",
+    "ON idx_quantity (pid, canonical_code, canonical_value) WHERE canonical_code IS NOT NULL",
     """
     CREATE TABLE IF NOT EXISTS idx_reference (
         rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
@@ -126,7 +126,8 @@ STATEMENTS = (
     """,
     "CREATE INDEX IF NOT EXISTS idx_reference_target "
     "ON idx_reference (pid, target_id, target_type)",
-    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (pid, url)",
+    "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (pid, url) "
+    "WHERE url IS NOT NULL",
     """
     CREATE TABLE IF NOT EXISTS idx_uri (
         rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
