@@ -123,10 +123,10 @@ def test_a_storage_failure_is_a_503_with_retry_after(tmp_path: Any) -> None:
     with make_client(tmp_path) as client:
         store = client.app.state.store  # type: ignore[attr-defined]
 
-        def disk_full(connection: Any, record: Any) -> None:
+        def disk_full(connection: Any, jobs: Any, pid: Any) -> None:
             raise sqlite3.OperationalError("database or disk is full")
 
-        store._write_one = disk_full
+        store._write_batch = disk_full
         response = client.post("/fhir/Patient", json=patient(), headers=FHIR_JSON)
         assert_outcome(response, 503, "rofecare-1510")
         assert response.headers["retry-after"] == "5"

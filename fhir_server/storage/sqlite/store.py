@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from fhir_server.errors import StoreUnavailable
 from fhir_server.model.instant import to_micros
 from fhir_server.search.plan import SearchPlan
-from fhir_server.search.values import FullText, IndexEntry
 from fhir_server.storage.base import (
     CurrentPage,
     HistoryPage,
@@ -35,10 +34,15 @@ from fhir_server.storage.base import (
     IndexRecord,
     SearchPage,
     StoredVersion,
-    VersionConflict,
     WriteRecord,
 )
-from fhir_server.storage.sqlite.index_rows import DELETES, INSERTS, rows_by_table
+from fhir_server.storage.sqlite.batch import (
+    PidFunction,
+    final_entries,
+    insert_index,
+    write_batch,
+)
+from fhir_server.storage.sqlite.index_rows import DELETES
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
 from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS
 from fhir_server.storage.sqlite.search import SqliteSearch
@@ -333,14 +337,14 @@ class SqliteStore:
                 self._writer.submit(self._drain_queue)
         if not batch:
             return
-        outcomes: list[BaseException | None] = []
+        outcomes: list[BaseException | None]
 
-        def run(connection: sqlite3.Connection) -> None:
-            for job in batch:
-                outcomes.append(self._write_job(connection, job.records))
+        def run(connection: sqlite3.Connection) -> list[BaseException | None]:
+            jobs = [job.records for job in batch]
+            return self._write_batch(connection, jobs, self._pid_function(connection))
 
         try:
-            self._in_transaction(run)
+            outcomes = self._in_transaction(run)
         except BaseException as error:  # the shared commit failed: every write in it did
             outcomes = [error] * len(batch)
         for job, outcome in zip(batch, outcomes, strict=True):
@@ -357,26 +361,6 @@ class SqliteStore:
         connection = self._connection()
         connection.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
         connection.execute("ANALYZE")
-
-    def _write_job(
-        self, connection: sqlite3.Connection, records: Sequence[WriteRecord]
-    ) -> BaseException | None:
-        """One queued write in its own savepoint: all its records, or none of them."""
-        interned = set(self._pending_pids)
-        connection.execute("SAVEPOINT job")
-        try:
-            for record in records:
-                self._write_one(connection, record)
-        except sqlite3.OperationalError:
-            raise  # disk full, I/O error: the whole transaction is lost
-        except Exception as error:
-            connection.execute("ROLLBACK TO job")
-            connection.execute("RELEASE job")
-            for key in set(self._pending_pids) - interned:
-                del self._pending_pids[key]  # rolled back with the job
-            return error
-        connection.execute("RELEASE job")
-        return None
 
     def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction; parameter ids it interned are cached only
@@ -397,55 +381,11 @@ class SqliteStore:
         self._pending_pids.clear()
         return result
 
-    def _write_one(self, connection: sqlite3.Connection, record: WriteRecord) -> None:
-        key = (record.resource_type, record.resource_id)
-        row = connection.execute(
-            "SELECT rkey, version_id FROM resource_current WHERE resource_type = ? AND id = ?", key
-        ).fetchone()
-        current = row[1] if row else 0
-        if current != record.previous_version or record.version_id != current + 1:
-            raise VersionConflict(record.resource_type, record.resource_id, current or None)
-        updated = to_micros(record.last_updated)
-        cursor = connection.execute(
-            "INSERT INTO resource_version "
-            "(resource_type, id, version_id, last_updated_us, method, body) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (*key, record.version_id, updated, record.method, record.body),
-        )
-        if row:
-            rkey = row[0]
-            connection.execute(
-                "UPDATE resource_current SET version_id = ?, seq = ?, deleted = ?, "
-                "last_updated_us = ? WHERE rkey = ?",
-                (record.version_id, cursor.lastrowid, int(record.deleted), updated, rkey),
-            )
-            self._clear_index(connection, rkey)
-        else:
-            rkey = connection.execute(
-                "INSERT INTO resource_current "
-                "(resource_type, id, version_id, seq, deleted, last_updated_us) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (*key, record.version_id, cursor.lastrowid, int(record.deleted), updated),
-            ).lastrowid
-            assert rkey is not None
-        if not record.deleted:
-            self._insert_index(
-                connection, rkey, record.resource_type, record.entries, record.full_text
-            )
+    _write_batch = staticmethod(write_batch)
 
-    def _clear_index(self, connection: sqlite3.Connection, rkey: int) -> None:
-        for statement in DELETES.values():
-            connection.execute(statement, (rkey,))
-        connection.execute("DELETE FROM idx_text WHERE rowid = ?", (rkey,))
+    def _pid_function(self, connection: sqlite3.Connection) -> PidFunction:
+        """Intern (resource type, code) -> pid; new ids are cached once committed."""
 
-    def _insert_index(
-        self,
-        connection: sqlite3.Connection,
-        rkey: int,
-        resource_type: str,
-        entries: Sequence[IndexEntry],
-        full_text: FullText | None,
-    ) -> None:
         def pid(owner: str, code: str, kind: str) -> int:
             found = self._pid_cache.get((owner, code)) or self._pending_pids.get((owner, code))
             if found is None:
@@ -458,21 +398,14 @@ class SqliteStore:
                     "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
                     (owner, code),
                 ).fetchone()[0]
-                self._pending_pids[(owner, code)] = found  # cached once committed
-
+                self._pending_pids[(owner, code)] = found
             return found
 
-        for table, rows in rows_by_table(rkey, resource_type, entries, pid).items():
-            connection.executemany(INSERTS[table], rows)
-        if full_text is not None and (full_text.narrative or full_text.content):
-            connection.execute(
-                "INSERT INTO idx_text (rowid, narrative, content) VALUES (?, ?, ?)",
-                (rkey, full_text.narrative, full_text.content),
-            )
+        return pid
 
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
         def run(connection: sqlite3.Connection) -> int:
-            replaced = 0
+            finals = {}
             for record in records:
                 row = connection.execute(
                     "SELECT rkey, version_id, deleted FROM resource_current "
@@ -481,12 +414,15 @@ class SqliteStore:
                 ).fetchone()
                 if row is None or row[1] != record.version_id or row[2]:
                     continue
-                self._clear_index(connection, row[0])
-                self._insert_index(
-                    connection, row[0], record.resource_type, record.entries, record.full_text
+                finals[row[0]] = final_entries(
+                    record.resource_type, record.entries, record.full_text
                 )
-                replaced += 1
-            return replaced
+            stale = [(rkey,) for rkey in finals]
+            for statement in DELETES.values():
+                connection.executemany(statement, stale)
+            connection.executemany("DELETE FROM idx_text WHERE rowid = ?", stale)
+            insert_index(connection, finals, self._pid_function(connection))
+            return len(finals)
 
         return await self._on_writer(lambda: self._in_transaction(run))
 

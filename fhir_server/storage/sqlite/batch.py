@@ -1,0 +1,169 @@
+"""One group commit: every queued write checked, then persisted with a handful of statements.
+
+Why statements per batch and not per write: each call into sqlite3 releases Python's GIL
+and must take it back, and while the event loop is busy (validating and indexing the next
+requests) taking it back waits up to the interpreter's switch interval. Measured with a busy
+event loop, a write issuing a dozen statements spent 150 ms waiting for the GIL; issuing one
+``executemany`` per table for the whole batch makes that wait per batch, not per row.
+
+Versions are checked against the state read at the start of the batch, updated as each
+accepted write is applied, so two writes of one resource in one batch are ordered exactly
+as if committed one after the other; a write whose check fails (VersionConflict) is left
+out and reported to its own caller only. Sequence numbers and resource keys are assigned
+here (the writer holds the database's write lock, so nobody else assigns them meanwhile).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.model.instant import to_micros
+from fhir_server.search.values import FullText, IndexEntry
+from fhir_server.storage.base import VersionConflict, WriteRecord
+from fhir_server.storage.sqlite.index_rows import DELETES, INSERTS, rows_by_table
+
+PidFunction = Callable[[str, str, str], int]
+_KEYS_PER_QUERY = 400
+
+
+@dataclass
+class _Current:
+    rkey: int
+    version_id: int
+    existed: bool  # before this batch: its old index rows must be deleted
+
+
+@dataclass
+class _Final:
+    resource_type: str
+    entries: Sequence[IndexEntry] | None  # None: deleted
+    full_text: FullText | None
+
+
+def write_batch(
+    connection: sqlite3.Connection, jobs: Sequence[Sequence[WriteRecord]], pid: PidFunction
+) -> list[BaseException | None]:
+    """Persist every job whose versions check out; the outcome of each job, in order."""
+    state = _read_state(connection, {(r.resource_type, r.resource_id) for j in jobs for r in j})
+    seq = _next(connection, "SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'")
+    rkey = _next(connection, "SELECT MAX(rkey) FROM resource_current")
+    versions: list[tuple[Any, ...]] = []
+    finals: dict[int, _Final] = {}
+    current_rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    outcomes: list[BaseException | None] = []
+    for job in jobs:
+        staged = dict(state)
+        conflict: VersionConflict | None = None
+        for record in job:
+            key = (record.resource_type, record.resource_id)
+            found = staged.get(key)
+            current = found.version_id if found else 0
+            if current != record.previous_version or record.version_id != current + 1:
+                conflict = VersionConflict(
+                    record.resource_type, record.resource_id, current or None
+                )
+                break
+            if found is None:
+                rkey += 1
+                found = _Current(rkey, 0, existed=False)
+            staged[key] = _Current(found.rkey, record.version_id, found.existed)
+        if conflict is not None:
+            outcomes.append(conflict)
+            continue
+        outcomes.append(None)
+        state = staged
+        for record in job:
+            key = (record.resource_type, record.resource_id)
+            seq += 1
+            updated = to_micros(record.last_updated)
+            versions.append((seq, *key, record.version_id, updated, record.method, record.body))
+            owner = state[key]
+            current_rows[key] = (
+                owner.rkey,
+                *key,
+                record.version_id,
+                seq,
+                int(record.deleted),
+                updated,
+            )
+            finals[owner.rkey] = _Final(
+                record.resource_type,
+                None if record.deleted else record.entries,
+                record.full_text,
+            )
+    if not versions:
+        return outcomes
+    connection.executemany(
+        "INSERT INTO resource_version "
+        "(seq, resource_type, id, version_id, last_updated_us, method, body) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        versions,
+    )
+    connection.executemany(
+        "INSERT INTO resource_current "
+        "(rkey, resource_type, id, version_id, seq, deleted, last_updated_us) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET "
+        "version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted, "
+        "last_updated_us = excluded.last_updated_us",
+        list(current_rows.values()),
+    )
+    stale = [(owner.rkey,) for owner in state.values() if owner.existed and owner.rkey in finals]
+    if stale:
+        for statement in DELETES.values():
+            connection.executemany(statement, stale)
+        connection.executemany("DELETE FROM idx_text WHERE rowid = ?", stale)
+    insert_index(connection, finals, pid)
+    return outcomes
+
+
+def insert_index(
+    connection: sqlite3.Connection, finals: dict[int, _Final], pid: PidFunction
+) -> None:
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    texts: list[tuple[int, str, str]] = []
+    for key, final in finals.items():
+        if final.entries is None:
+            continue
+        for table, rows in rows_by_table(key, final.resource_type, final.entries, pid).items():
+            tables.setdefault(table, []).extend(rows)
+        text = final.full_text
+        if text is not None and (text.narrative or text.content):
+            texts.append((key, text.narrative, text.content))
+    for table, rows in tables.items():
+        connection.executemany(INSERTS[table], rows)
+    if texts:
+        connection.executemany(
+            "INSERT INTO idx_text (rowid, narrative, content) VALUES (?, ?, ?)", texts
+        )
+
+
+def final_entries(
+    resource_type: str, entries: Sequence[IndexEntry], full_text: FullText | None
+) -> _Final:
+    return _Final(resource_type, entries, full_text)
+
+
+def _read_state(
+    connection: sqlite3.Connection, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], _Current]:
+    state: dict[tuple[str, str], _Current] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), _KEYS_PER_QUERY):
+        chunk = ordered[start : start + _KEYS_PER_QUERY]
+        values = ", ".join("(?, ?)" for _ in chunk)
+        rows = connection.execute(
+            "SELECT resource_type, id, rkey, version_id FROM resource_current "
+            f"WHERE (resource_type, id) IN (VALUES {values})",
+            [part for key in chunk for part in key],
+        )
+        for resource_type, resource_id, rkey, version_id in rows:
+            state[(resource_type, resource_id)] = _Current(rkey, version_id, existed=True)
+    return state
+
+
+def _next(connection: sqlite3.Connection, sql: str) -> int:
+    row = connection.execute(sql).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
