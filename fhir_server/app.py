@@ -28,7 +28,11 @@ from fhir_server.validation.structure import StructureValidator
 
 def build_store(settings: Settings) -> ResourceStore:
     if settings.store == "sqlite" or settings.store.startswith("sqlite:///"):
-        return SqliteStore(settings.sqlite_path(), synchronous=settings.sqlite_synchronous)
+        return SqliteStore(
+            settings.sqlite_path(),
+            synchronous=settings.sqlite_synchronous,
+            search_timeout=settings.search_timeout_seconds,
+        )
     raise ValueError(f"Unsupported store {settings.store!r} (supported: sqlite)")
 
 

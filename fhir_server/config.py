@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     allow_client_ids: bool = Field(
         default=True, description="PUT to a new id creates it (update-as-create)"
     )
+    search_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A search running longer is stopped with a 503"
+    )
     search_indexing: bool = Field(
         default=True,
         description="Off only to measure what indexing costs: searches then find nothing",

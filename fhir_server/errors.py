@@ -95,3 +95,9 @@ class Unprocessable(FhirError):
 
 class StoreUnavailable(FhirError):
     status, issue_type, rofecare_code = 503, "transient", "rofecare-1510"
+
+
+class SearchTooLong(FhirError):
+    """A search ran past the configured time limit and was stopped (never a hung worker)."""
+
+    status, issue_type, rofecare_code = 503, "too-costly", "rofecare-2120"

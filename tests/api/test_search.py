@@ -218,3 +218,14 @@ def test_a_search_parameter_created_at_run_time_is_used(client: TestClient) -> N
     broken = {**parameter, "id": "broken", "code": "broken", "expression": "Patient.name.("}
     response = client.put("/fhir/SearchParameter/broken", json=broken, headers=FHIR_JSON)
     assert_outcome(response, 400, "rofecare-2201", "SearchParameter.expression")
+
+
+def test_a_search_past_the_time_limit_is_stopped(tmp_path: Any) -> None:
+    from tests.api.conftest import make_client
+
+    with make_client(tmp_path, search_timeout_seconds=1e-9) as client:
+        for number in range(60):
+            put(client, observation("Patient/p0", id=f"o{number}", effectiveDateTime="2024-01-01"))
+        response = client.get("/fhir/Observation?_sort=-date,code")
+        assert_outcome(response, 503, "rofecare-2120")
+        assert client.get("/fhir/Observation/o1").status_code == 200  # reads are unaffected

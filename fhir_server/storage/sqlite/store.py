@@ -18,13 +18,14 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fhir_server.errors import StoreUnavailable
+from fhir_server.errors import SearchTooLong, StoreUnavailable
 from fhir_server.model.instant import to_micros
 from fhir_server.search.plan import SearchPlan
 from fhir_server.storage.base import (
@@ -87,8 +88,17 @@ class SchemaMismatch(RuntimeError):
 class SqliteStore:
     """A ResourceStore over one SQLite file."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        readers: int = 4,
+        search_timeout: float = 30.0,
+    ) -> None:
         self._path = path
+        self._search_timeout = search_timeout
+        self._closing = False
         self._synchronous = synchronous
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-reader")
@@ -110,6 +120,7 @@ class SqliteStore:
         await self._on_writer(self._analyze)
 
     async def close(self) -> None:
+        self._closing = True  # searches still running stop at their next progress check
         await self._on_writer(self._checkpoint)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
@@ -263,7 +274,24 @@ class SqliteStore:
     async def search(self, plan: SearchPlan) -> SearchPage:
         def run() -> SearchPage:
             connection = self._connection()
-            return SqliteSearch(connection, self._resolver(connection)).run(plan)
+            deadline = time.monotonic() + self._search_timeout
+
+            def too_long() -> int:  # SQLite calls this every thousand VM steps
+                return int(self._closing or time.monotonic() > deadline)
+
+            connection.set_progress_handler(too_long, 1_000)
+            try:
+                return SqliteSearch(connection, self._resolver(connection)).run(plan)
+            except sqlite3.OperationalError as error:
+                if "interrupted" not in str(error):
+                    raise
+                raise SearchTooLong(
+                    f"The search ran longer than {self._search_timeout:g} s and was stopped; "
+                    "narrow it with more selective parameters",
+                    rofecare_code="rofecare-2120",
+                ) from None
+            finally:
+                connection.set_progress_handler(None, 0)
 
         return await self._on_reader(run)
 
