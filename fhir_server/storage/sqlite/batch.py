@@ -26,6 +26,17 @@ from fhir_server.storage.base import VersionConflict, WriteRecord
 from fhir_server.storage.sqlite.index_rows import DELETES, INSERTS, rows_by_table
 
 PidFunction = Callable[[str, str, str], int]
+
+
+@dataclass
+class MultipleSets:
+    """Parameters known to hold several values in a resource (committed), and those found
+    so in the transaction under way."""
+
+    known: set[int]
+    new: set[int]
+
+
 _KEYS_PER_QUERY = 400
 
 
@@ -44,7 +55,10 @@ class _Final:
 
 
 def write_batch(
-    connection: sqlite3.Connection, jobs: Sequence[Sequence[WriteRecord]], pid: PidFunction
+    connection: sqlite3.Connection,
+    jobs: Sequence[Sequence[WriteRecord]],
+    pid: PidFunction,
+    multiple: MultipleSets | None = None,
 ) -> list[BaseException | None]:
     """Persist every job whose versions check out; the outcome of each job, in order."""
     state = _read_state(connection, {(r.resource_type, r.resource_id) for j in jobs for r in j})
@@ -115,25 +129,43 @@ def write_batch(
         for statement in DELETES.values():
             connection.executemany(statement, stale)
         connection.executemany("DELETE FROM idx_text WHERE rowid = ?", stale)
-    insert_index(connection, finals, pid)
+    insert_index(connection, finals, pid, multiple)
     return outcomes
 
 
 def insert_index(
-    connection: sqlite3.Connection, finals: dict[int, _Final], pid: PidFunction
+    connection: sqlite3.Connection,
+    finals: dict[int, _Final],
+    pid: PidFunction,
+    multiple: MultipleSets | None = None,
 ) -> None:
+    """Insert the rows; pids seen with two values in one resource are marked ``multiple``
+    in the table, and added to ``multiple.new`` (to be trusted only once committed)."""
     tables: dict[str, list[tuple[Any, ...]]] = {}
     texts: list[tuple[int, str, str]] = []
+    repeated: set[int] = set()
     for key, final in finals.items():
         if final.entries is None:
             continue
         for table, rows in rows_by_table(key, final.resource_type, final.entries, pid).items():
             tables.setdefault(table, []).extend(rows)
+            seen: set[int] = set()
+            for row in rows:
+                if row[3] == 0 and row[2] in seen:  # grp 0: a plain (not composite) value
+                    repeated.add(row[2])
+                seen.add(row[2])
         text = final.full_text
         if text is not None and (text.narrative or text.content):
             texts.append((key, text.narrative, text.content))
     for table, rows in tables.items():
         connection.executemany(INSERTS[table], rows)
+    new = repeated - (multiple.known | multiple.new) if multiple is not None else repeated
+    if new:
+        connection.executemany(
+            "UPDATE search_param SET multiple = 1 WHERE pid = ?", [(p,) for p in new]
+        )
+        if multiple is not None:
+            multiple.new.update(new)
     if texts:
         connection.executemany(
             "INSERT INTO idx_text (rowid, narrative, content) VALUES (?, ?, ?)", texts

@@ -10,6 +10,7 @@ the fixed tables below, never from the request.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from fhir_server.search.plan import (
@@ -63,12 +64,19 @@ class SqlBuilder:
     microseconds per candidate.
     """
 
-    def __init__(self, pids: PidResolver, estimate: Estimator | None = None) -> None:
+    def __init__(
+        self,
+        pids: PidResolver,
+        estimate: Estimator | None = None,
+        single_valued: Callable[[list[int]], bool] | None = None,
+    ) -> None:
         self._pids = pids
         self._estimate = estimate
+        self._single_valued = single_valued
         self.args: list[Any] = []
 
     def where(self, where: Where, scope: tuple[str, ...], key: str) -> str:
+        where = self._merged(where, scope)
         if self._estimate is None or len(where) < 2:
             return " AND ".join(self.any_of(alternatives, scope, key) for alternatives in where)
         ordered = self._ordered(where, scope)
@@ -81,13 +89,39 @@ class SqlBuilder:
             return list(where)
         return sorted(where, key=lambda alternatives: self._size(alternatives, scope))
 
+    def _merged(self, where: Where, scope: tuple[str, ...]) -> Where:
+        """``date=ge2020&date=lt2021`` as one range when no resource holds two values of
+        the parameter: then "some value is >= 2020 and some value is < 2021" is the same
+        as "the value is in [2020, 2021)", one index range instead of two lists."""
+        if self._single_valued is None:
+            return where
+        merged: list[AnyOf] = []
+        ranges: dict[tuple[Any, ...], int] = {}
+        for alternatives in where:
+            predicate = alternatives[0] if len(alternatives) == 1 else None
+            if not isinstance(predicate, RangeMatch) or predicate.kind == "lastUpdated":
+                merged.append(alternatives)
+                continue
+            shape: tuple[Any, ...] = (predicate.param, predicate.kind, predicate.system)
+            shape += (predicate.unit, predicate.canonical)
+            if shape in ranges and self._single_valued(self._pids(scope, predicate.param)):
+                index = ranges[shape]
+                earlier = merged[index][0]
+                assert isinstance(earlier, RangeMatch)
+                bounds = tuple(a + b for a in earlier.bounds for b in predicate.bounds)
+                merged[index] = (replace(earlier, bounds=bounds),)
+                continue
+            ranges[shape] = len(merged)
+            merged.append(alternatives)
+        return tuple(merged)
+
     def count_from_index(self, where: Where, scope: tuple[str, ...]) -> str | None:
         """A COUNT answered from the driving parameter's index alone, or None.
 
         Index rows exist only for current, non-deleted resources, and a pid names one
         resource type, so when a value predicate drives, the resource table is not needed.
         """
-        ordered = self._ordered(where, scope)
+        ordered = self._ordered(self._merged(where, scope), scope)
         if not ordered or len(ordered[0]) != 1:
             return None
         driver = ordered[0][0]

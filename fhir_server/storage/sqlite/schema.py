@@ -6,6 +6,10 @@ arrive. ``resource_current`` points at each resource's newest version so a read 
 indexed lookup; its ``rkey`` is the resource's compact key, stable across versions, that
 every search index row carries and that orders unsorted search results.
 
+``search_param.multiple`` turns 1 once some resource holds two values of the parameter;
+until then a parameter is single-valued, and ``date=ge2020&date=lt2021`` can be answered
+as one range over one row per resource.
+
 Search values live in one table per value type, as HAPI FHIR keeps them: each row names
 its parameter by ``pid`` (an interned (resource type, code) pair, so one index range holds
 exactly one parameter of one type) and its composite group ``grp``. Rows are replaced in
@@ -17,7 +21,7 @@ the lookups its parameter type needs (``EXPLAIN QUERY PLAN`` checks in
 tests/unit/test_sqlite_plans.py).
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
 POSITIVE_INFINITY = 2**62
 
@@ -69,6 +73,7 @@ STATEMENTS = (
         resource_type TEXT NOT NULL,
         code TEXT NOT NULL,
         kind TEXT NOT NULL,
+        multiple INTEGER NOT NULL DEFAULT 0,
         UNIQUE (resource_type, code)
     )
     """,

@@ -59,8 +59,17 @@ class SqliteSearch:
             self._estimates[key] = int(self._connection.execute(sql, args).fetchone()[0])
         return self._estimates[key]
 
+    def _single_valued(self, pids: list[int]) -> bool:
+        if not pids:
+            return False
+        listed = ",".join(str(int(pid)) for pid in pids)
+        row = self._connection.execute(
+            f"SELECT COUNT(*) FROM search_param WHERE pid IN ({listed}) AND multiple = 1"
+        ).fetchone()
+        return int(row[0]) == 0
+
     def _builder(self) -> SqlBuilder:
-        return SqlBuilder(self._pids, self._estimate)
+        return SqlBuilder(self._pids, self._estimate, self._single_valued)
 
     def run(self, plan: SearchPlan) -> SearchPage:
         direction, after = _decode_cursor(plan.cursor, len(plan.sort) + 1)

@@ -38,6 +38,7 @@ from fhir_server.storage.base import (
     WriteRecord,
 )
 from fhir_server.storage.sqlite.batch import (
+    MultipleSets,
     PidFunction,
     final_entries,
     insert_index,
@@ -108,6 +109,7 @@ class SqliteStore:
         self._loop_local: sqlite3.Connection | None = None
         self._pid_cache: dict[tuple[str, str], int] = {}
         self._pending_pids: dict[tuple[str, str], int] = {}  # writer thread only
+        self._multiple = MultipleSets(set(), set())  # writer thread only: skips updates
         self._queue: list[_QueuedWrite] = []
         self._writes_since_analyze = 0
         self._queue_lock = threading.Lock()
@@ -369,7 +371,9 @@ class SqliteStore:
 
         def run(connection: sqlite3.Connection) -> list[BaseException | None]:
             jobs = [job.records for job in batch]
-            return self._write_batch(connection, jobs, self._pid_function(connection))
+            return self._write_batch(
+                connection, jobs, self._pid_function(connection), self._multiple
+            )
 
         try:
             outcomes = self._in_transaction(run)
@@ -396,6 +400,7 @@ class SqliteStore:
         holds (another process would then intern the same parameter under another id)."""
         connection = self._connection()
         self._pending_pids.clear()
+        self._multiple.new.clear()
         connection.execute("BEGIN IMMEDIATE")
         try:
             result = work(connection)
@@ -404,9 +409,12 @@ class SqliteStore:
             if connection.in_transaction:  # a failed COMMIT may have ended it already
                 connection.execute("ROLLBACK")
             self._pending_pids.clear()
+            self._multiple.new.clear()
             raise
         self._pid_cache.update(self._pending_pids)
         self._pending_pids.clear()
+        self._multiple.known.update(self._multiple.new)
+        self._multiple.new.clear()
         return result
 
     _write_batch = staticmethod(write_batch)
@@ -449,7 +457,7 @@ class SqliteStore:
             for statement in DELETES.values():
                 connection.executemany(statement, stale)
             connection.executemany("DELETE FROM idx_text WHERE rowid = ?", stale)
-            insert_index(connection, finals, self._pid_function(connection))
+            insert_index(connection, finals, self._pid_function(connection), self._multiple)
             return len(finals)
 
         return await self._on_writer(lambda: self._in_transaction(run))

@@ -212,4 +212,48 @@ CASES: tuple[SearchCase, ...] = (
         expected=("ql-15m", "ql-120cm"),
         note=f"UCUM: 1.5 m is 150 cm; 0.5 m and 90 cm are not above 100 cm ({QUANTITY})",
     ),
+    SearchCase(
+        name="quantity-and-over-several-values",
+        fixtures=(
+            {
+                "resourceType": "Observation",
+                "id": "bp-120-80",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                "component": [
+                    {
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                        "valueQuantity": {"value": 120, "system": UCUM, "code": "mm[Hg]"},
+                    },
+                    {
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                        "valueQuantity": {"value": 80, "system": UCUM, "code": "mm[Hg]"},
+                    },
+                ],
+            },
+            {
+                "resourceType": "Observation",
+                "id": "bp-95-92",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                "component": [
+                    {
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                        "valueQuantity": {"value": 95, "system": UCUM, "code": "mm[Hg]"},
+                    },
+                    {
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                        "valueQuantity": {"value": 92, "system": UCUM, "code": "mm[Hg]"},
+                    },
+                ],
+            },
+        ),
+        resource_type="Observation",
+        query="component-value-quantity=gt100&component-value-quantity=lt90",
+        expected=("bp-120-80",),
+        note=(
+            "AND of repeated parameters: one value may satisfy each (120 > 100, 80 < 90), "
+            f"so a multi-valued parameter is never read as one range ({QUANTITY})"
+        ),
+    ),
 )
