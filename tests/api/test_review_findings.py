@@ -123,7 +123,7 @@ def test_a_storage_failure_is_a_503_with_retry_after(tmp_path: Any) -> None:
     with make_client(tmp_path) as client:
         store = client.app.state.store  # type: ignore[attr-defined]
 
-        def disk_full(connection: Any, jobs: Any, pid: Any) -> None:
+        def disk_full(*arguments: Any) -> None:
             raise sqlite3.OperationalError("database or disk is full")
 
         store._write_batch = disk_full
