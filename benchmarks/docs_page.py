@@ -109,11 +109,18 @@ Not written yet: run with `--profile` and describe what the figures and the prof
 """
 
 
+SEARCH_HEADING = "## Search"
+
+
 def write_docs(path: Path, run: Run) -> None:
+    """Rewrite the REST figures; keep the search section (benchmarks/search.py writes it)
+    and the hand-written limits."""
     old = path.read_text() if path.exists() else ""
     limits = _section(old, LIMITS_HEADING) or _PLACEHOLDER_LIMITS
+    search = _section(old, SEARCH_HEADING)
+    kept = ([search.strip()] if search else []) + [limits.strip()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(run).rstrip() + "\n\n" + limits.strip() + "\n")
+    path.write_text(render(run).rstrip() + "\n\n" + "\n\n".join(kept) + "\n")
 
 
 def _section(text: str, heading: str) -> str | None:
