@@ -49,7 +49,8 @@ def date_bounds(text: str, *, low: str = "low", high: str = "high") -> tuple[str
 
 def range_bounds(prefix: str, start: int, end: int, low: str, high: str) -> Bounds:
     """Bounds on a stored [low, high) range for the search range [start, end)."""
-    inside = (Bound(low, ">=", start), Bound(high, "<=", end))
+    # Inside [start, end): "low < end" follows from the other two and bounds the index range.
+    inside = (Bound(low, ">=", start), Bound(low, "<", end), Bound(high, "<=", end))
     if prefix == "eq":
         return (inside,)
     if prefix == "ne":  # a value not contained in the search range (HAPI's reading)

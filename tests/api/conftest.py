@@ -44,6 +44,24 @@ def observation(subject: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
+def marital_text_parameter(**extra: Any) -> dict[str, Any]:
+    """A custom SearchParameter (Patient.maritalStatus.text), as a hospital might add."""
+    body: dict[str, Any] = {
+        "resourceType": "SearchParameter",
+        "id": "patient-marital-text",
+        "url": "http://rofecare.example/fhir/SearchParameter/patient-marital-text",
+        "name": "marital-text",
+        "status": "active",
+        "description": "Marital status as text",
+        "code": "marital-text",
+        "base": ["Patient"],
+        "type": "string",
+        "expression": "Patient.maritalStatus.text",
+    }
+    body.update(extra)
+    return body
+
+
 def make_client(tmp_path: Path, **settings: Any) -> TestClient:
     app = build_app(Settings(data_dir=tmp_path, **settings))
     return TestClient(app, base_url="http://testserver", raise_server_exceptions=False)

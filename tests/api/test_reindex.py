@@ -6,20 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.api.conftest import FHIR_JSON, make_client, patient
+from tests.api.conftest import FHIR_JSON, make_client, marital_text_parameter, patient
 
-MARITAL_TEXT = {
-    "resourceType": "SearchParameter",
-    "id": "patient-marital-text",
-    "url": "http://rofecare.example/fhir/SearchParameter/patient-marital-text",
-    "name": "marital-text",
-    "status": "active",
-    "description": "Marital status as text",
-    "code": "marital-text",
-    "base": ["Patient"],
-    "type": "string",
-    "expression": "Patient.maritalStatus.text",
-}
+MARITAL_TEXT = marital_text_parameter()
 
 
 def found(tmp_path: Path) -> list[str]:

@@ -13,7 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import FHIR_JSON, assert_outcome, observation, patient
+from tests.api.conftest import (
+    FHIR_JSON,
+    assert_outcome,
+    marital_text_parameter,
+    observation,
+    patient,
+)
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -199,18 +205,7 @@ def test_conditional_interactions_use_the_search_engine(ward: TestClient) -> Non
 
 def test_a_search_parameter_created_at_run_time_is_used(client: TestClient) -> None:
     put(client, patient(id="before", maritalStatus={"text": "married"}))
-    parameter = {
-        "resourceType": "SearchParameter",
-        "id": "patient-marital-text",
-        "url": "http://rofecare.example/fhir/SearchParameter/patient-marital-text",
-        "name": "marital-text",
-        "status": "active",
-        "description": "Marital status as text",
-        "code": "marital-text",
-        "base": ["Patient"],
-        "type": "string",
-        "expression": "Patient.maritalStatus.text",
-    }
+    parameter = marital_text_parameter()
     put(client, parameter)
     put(client, patient(id="after", maritalStatus={"text": "married"}))
     found = client.get("/fhir/Patient?marital-text=marr", headers={"Prefer": "handling=strict"})

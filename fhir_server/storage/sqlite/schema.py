@@ -21,7 +21,7 @@ the lookups its parameter type needs (``EXPLAIN QUERY PLAN`` checks in
 tests/unit/test_sqlite_plans.py).
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
 POSITIVE_INFINITY = 2**62
 
@@ -101,8 +101,8 @@ STATEMENTS = (
         PRIMARY KEY (rkey, n)
     ) WITHOUT ROWID
     """,
-    "CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low)",
-    "CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (pid, high)",
+    "CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (pid, low, high)",
+    "CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (pid, high, low)",
     """
     CREATE TABLE IF NOT EXISTS idx_number (
         rkey INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL, grp INTEGER NOT NULL,
