@@ -81,7 +81,7 @@ MODIFIERS = {
     "special": set(),
 }
 SUMMARY_VALUES = ("true", "false", "text", "data", "count")
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"[^\W_]+")  # terms as FTS5's unicode61 tokenizer splits them
 
 
 class Unsupported(Exception):

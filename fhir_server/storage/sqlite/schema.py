@@ -21,7 +21,7 @@ the lookups its parameter type needs (``EXPLAIN QUERY PLAN`` checks in
 tests/unit/test_sqlite_plans.py).
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
 POSITIVE_INFINITY = 2**62
 
@@ -143,7 +143,8 @@ STATEMENTS = (
     "CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (pid, uri)",
     """
     CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5 (
-        narrative, content, tokenize = 'unicode61 remove_diacritics 2'
+        narrative, content, tokenize = 'unicode61 remove_diacritics 2',
+        detail = column, columnsize = 0
     )
     """,
     """
