@@ -22,6 +22,7 @@ from fhir_server.search.plan import Include, SearchPlan, SortKey
 from fhir_server.storage.base import SearchPage, StoredVersion
 from fhir_server.storage.sqlite.predicates import PidResolver, SqlBuilder
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
+from fhir_server.storage.sqlite.sorted_pages import SortedPages, orderable
 
 MAX_INCLUDED = 5_000
 MAX_INCLUDE_ROUNDS = 4  # :iterate follows references at most this many steps
@@ -76,7 +77,9 @@ class SqliteSearch:
         total = self._count(plan) if plan.total != "none" else None
         if plan.count == 0:
             return SearchPage([], [], total, None, None)
-        rows = self._page(plan, direction, after)
+        rows = self._ordered_page(plan, direction, after)
+        if rows is None:
+            rows = self._page(plan, direction, after)
         more = len(rows) > plan.count
         rows = rows[: plan.count]
         if direction == "previous":
@@ -118,6 +121,23 @@ class SqliteSearch:
             sql = f"SELECT COUNT(*) FROM resource_current c WHERE {conditions}"
         row = self._connection.execute(sql, builder.args).fetchone()
         return int(row[0])
+
+    def _ordered_page(
+        self, plan: SearchPlan, direction: str, edge: list[Any] | None
+    ) -> list[_Row] | None:
+        """One page read in the sort parameter's index order, when the plan allows it."""
+        if len(plan.sort) != 1:
+            return None
+        pids = self._pids(plan.resource_types, plan.sort[0].param)
+        if not orderable(plan, pids):
+            return None
+        pages = SortedPages(self._connection, plan, pids[0], self._builder, self._conditions)
+        if direction == "previous":
+            assert edge is not None
+            found = pages.before(edge, plan.count + 1)
+        else:
+            found = pages.after(edge, plan.count + 1)
+        return [_Row(rkey, (value,)) for rkey, value in found]
 
     def _page(self, plan: SearchPlan, direction: str, after: list[Any] | None) -> list[_Row]:
         builder = self._builder()
