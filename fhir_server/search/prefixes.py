@@ -19,7 +19,7 @@ from fhir_server.model.instant import now_utc, parse_date_range, to_micros
 from fhir_server.search.plan import Bound, Bounds
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-_PREFIXED = re.compile(r"(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
+_PREFIXED = re.compile(rf"({'|'.join(PREFIXES)})(?=[-+0-9.])")
 # A '+' in an offset arrives as a space when the client did not percent-encode it.
 _SPACE_OFFSET = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$")
 APPROXIMATE_SHARE = 0.1  # 'ap': within 10% (search.html#prefix recommends it)

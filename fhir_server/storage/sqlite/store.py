@@ -56,8 +56,6 @@ THREAD_BUSY_TIMEOUT_MS = 30_000  # writers queue behind other processes' transac
 LOOP_BUSY_TIMEOUT_MS = 0  # the event loop never waits for a lock; see _point_read
 RETRY_AFTER_SECONDS = "5"
 
-_VERSION_COLUMNS = VERSION_COLUMNS
-
 
 CACHE_KIB = 65_536
 WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -208,7 +206,7 @@ class SqliteStore:
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         return await self._point_read(
-            f"SELECT {_VERSION_COLUMNS} FROM resource_current c "
+            f"SELECT {VERSION_COLUMNS} FROM resource_current c "
             "JOIN resource_version v ON v.seq = c.seq "
             "WHERE c.resource_type = ? AND c.id = ?",
             (resource_type, resource_id),
@@ -218,7 +216,7 @@ class SqliteStore:
         self, resource_type: str, resource_id: str, version_id: int
     ) -> StoredVersion | None:
         return await self._point_read(
-            f"SELECT {_VERSION_COLUMNS} FROM resource_version v "
+            f"SELECT {VERSION_COLUMNS} FROM resource_version v "
             "WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?",
             (resource_type, resource_id, version_id),
         )
@@ -262,7 +260,7 @@ class SqliteStore:
             if query.cursor is not None:
                 where.append("v.seq <= ?")
                 args.append(query.cursor)
-            sql = f"SELECT {_VERSION_COLUMNS}, v.seq FROM resource_version v"
+            sql = f"SELECT {VERSION_COLUMNS}, v.seq FROM resource_version v"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY v.seq DESC LIMIT ?"
@@ -302,7 +300,7 @@ class SqliteStore:
             rows = (
                 self._connection()
                 .execute(
-                    f"SELECT c.rkey, {_VERSION_COLUMNS} FROM resource_current c "
+                    f"SELECT c.rkey, {VERSION_COLUMNS} FROM resource_current c "
                     "JOIN resource_version v ON v.seq = c.seq "
                     "WHERE c.deleted = 0 AND c.rkey > ? ORDER BY c.rkey LIMIT ?",
                     (cursor or 0, limit),
