@@ -18,12 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import report
@@ -289,3 +291,27 @@ def profile(server: Server, scenario: Scenario, load: Load, work: Path) -> repor
             raw = json.loads(line.removeprefix("WRK_RESULT "))
             folded.rps = raw["requests"] / (raw["duration_us"] / 1e6)
     return folded
+
+
+def run_in_workdir(prefix: str, keep: bool, run: Callable[[Path], int]) -> int:
+    """A benchmark's main: a scratch directory, SIGTERM unwinding through the finally blocks
+    that stop the servers, and an exit status for failures and interrupts."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(work)
+    except BenchmarkError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)

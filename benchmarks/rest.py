@@ -25,16 +25,13 @@ import json
 import random
 import shlex
 import shutil
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import docs_page
@@ -49,6 +46,7 @@ from harness import (
     measure,
     profile,
     request,
+    run_in_workdir,
     running,
 )
 
@@ -215,25 +213,7 @@ def summarise(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # unwind through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    work = Path(tempfile.mkdtemp(prefix="rofecare-bench-"))
-    try:
-        return run(args, work)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_in_workdir("rofecare-bench-", args.keep, lambda work: run(args, work))
 
 
 if __name__ == "__main__":

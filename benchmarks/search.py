@@ -24,20 +24,27 @@ import argparse
 import json
 import shlex
 import shutil
-import signal
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import docs_page
 import rest
 import search_data
-from harness import BenchmarkError, Load, Scenario, Server, free_port, measure, request, running
+from harness import (
+    BenchmarkError,
+    Load,
+    Scenario,
+    Server,
+    free_port,
+    measure,
+    request,
+    run_in_workdir,
+    running,
+)
 from search_docs import Paging, Row, SearchRun, Writes, console_table, paging_lines, write_section
 
 from fhir_server.config import Settings
@@ -400,25 +407,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # unwind through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    work = Path(tempfile.mkdtemp(prefix="rofecare-search-"))
-    try:
-        return run(args, work)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_in_workdir("rofecare-search-", args.keep, lambda work: run(args, work))
 
 
 if __name__ == "__main__":
