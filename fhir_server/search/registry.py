@@ -113,7 +113,7 @@ def build_registry(definitions: list[dict[str, Any]]) -> SearchParameterRegistry
             own = _members_for(expression, resource_type)
             if not own:
                 continue
-            parameter = _parameter(definition, resource_type, own, element_types, by_url)
+            parameter = _parameter(definition, own, element_types, by_url)
             by_type.setdefault(resource_type, {})[definition["code"]] = parameter
     return SearchParameterRegistry(by_type, tuple(definitions))
 
@@ -142,7 +142,6 @@ def _members_for(expression: str, resource_type: str) -> str:
 
 def _parameter(
     definition: dict[str, Any],
-    resource_type: str,
     expression: str,
     element_types: dict[str, dict[str, list[str]]],
     by_url: dict[str, dict[str, Any]],
@@ -153,7 +152,7 @@ def _parameter(
     if exists and evaluate is None:
         evaluate = _exists_not_false(exists["path"], element_types)
     if evaluate is None:
-        evaluate = _general(expression, resource_type)
+        evaluate = _GeneralEvaluator(expression)
     composite: tuple[CompositeRoot, ...] = ()
     if definition["type"] == "composite":
         composite = _composite_roots(definition, expression, element_types, by_url)
@@ -162,7 +161,7 @@ def _parameter(
         type=definition["type"],
         expression=expression,
         evaluate=evaluate,
-        compiled=evaluate is not None and not isinstance(evaluate, _GeneralEvaluator),
+        compiled=not isinstance(evaluate, _GeneralEvaluator),
         targets=tuple(definition.get("target", [])),
         url=definition.get("url", ""),
         composite=composite,
@@ -227,10 +226,6 @@ class _GeneralEvaluator:
         except Exception:  # the engine raises bare Exceptions for what it does not implement
             return []
         return [Value(item, _kind(item)) for item in found if item is not None]
-
-
-def _general(expression: str, resource_type: str) -> Evaluator:
-    return _GeneralEvaluator(expression)
 
 
 def _kind(item: Any) -> str:

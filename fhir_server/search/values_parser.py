@@ -6,6 +6,8 @@ never be read as something else (a wrong answer) or reach the store unchecked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fhir_server.errors import BadRequest
 from fhir_server.model.ids import is_valid_id
 from fhir_server.search.indexer import UCUM, normalize
@@ -100,7 +102,7 @@ def reference_predicate(
     modifier: str,
     value: str,
     base_url: str | None,
-    is_type: object,
+    is_type: Callable[[str], bool],
 ) -> Predicate:
     """``Type/id``, a bare id (any target type, or the ``:Type`` modifier's), or a URL."""
     if modifier == "identifier":
@@ -118,7 +120,7 @@ def reference_predicate(
         kind, identifier = segments
         if target_type and kind != target_type:
             raise bad(name, f"{value[:60]!r} is not a {target_type}", "rofecare-2104")
-        if not callable(is_type) or not is_type(kind) or not is_valid_id(identifier):
+        if not is_type(kind) or not is_valid_id(identifier):
             raise bad(name, f"{value[:60]!r} is not Type/id", "rofecare-2104")
         return ReferenceMatch(code, kind, identifier)
     if len(segments) == 1 and is_valid_id(text):
