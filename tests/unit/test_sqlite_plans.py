@@ -7,6 +7,7 @@ and checks that no common shape scans a whole table.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,3 +97,48 @@ async def test_common_shapes_use_indexes(core: Core) -> None:
             failures.append(f"{resource_type}?{query}:\n  " + "\n  ".join(steps))
     connection.close()
     assert failures == [], "\n".join(failures)
+
+
+async def test_write_path_statements_use_indexes(core: Core) -> None:
+    """Every statement a create, update and delete runs is planned on an index: a scan
+    here costs each group commit time in proportion to the store's size."""
+    store = core.store
+    assert isinstance(store, SqliteStore)
+    statements: list[str] = []
+    for connection in list(store._connections):
+        connection.set_trace_callback(statements.append)
+    changed = [
+        {"resourceType": "Patient", "id": f"p{number}", "name": [{"family": "Changed"}]}
+        for number in range(1, 5)
+    ]
+    # Concurrent writes share one group commit: its statements cover several keys at once.
+    await asyncio.gather(
+        *(core.service.update("Patient", patient["id"], patient) for patient in changed),
+        core.service.create("Patient", {"resourceType": "Patient", "gender": "other"}),
+        core.service.delete("Patient", "p7"),
+        core.service.delete("Patient", "p8"),
+    )
+    for connection in list(store._connections):
+        connection.set_trace_callback(None)
+    explainer = sqlite3.connect(store._path)
+    scans: list[str] = []
+    checked = 0
+    for sql in statements:
+        if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            continue
+        checked += 1
+        steps = [row[3] for row in explainer.execute("EXPLAIN QUERY PLAN " + sql)]
+        if any(_scans_a_table(step) for step in steps):
+            scans.append(f"{sql[:200]}\n  " + "\n  ".join(steps))
+    explainer.close()
+    assert checked >= 5, statements
+    assert scans == [], "\n".join(scans)
+
+
+def _scans_a_table(step: str) -> bool:
+    """A plan step reading a whole table; not: a list of constants, FTS5's rowid lookup
+    (``INDEX 0:=``), or sqlite_sequence (one row per AUTOINCREMENT table)."""
+    if not step.startswith("SCAN"):
+        return False
+    harmless = ("CONSTANT ROW", "VIRTUAL TABLE INDEX 0:=", "SCAN sqlite_sequence")
+    return not any(part in step for part in harmless)

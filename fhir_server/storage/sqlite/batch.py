@@ -1,10 +1,12 @@
 """One group commit: every queued write checked, then persisted with a handful of statements.
 
-Why statements per batch and not per write: each call into sqlite3 releases Python's GIL
-and must take it back, and while the event loop is busy (validating and indexing the next
-requests) taking it back waits up to the interpreter's switch interval. Measured with a busy
-event loop, a write issuing a dozen statements spent 150 ms waiting for the GIL; issuing one
-``executemany`` per table for the whole batch makes that wait per batch, not per row.
+Why statements per batch and not per write or per row: each step of a sqlite3 statement
+releases Python's GIL and must take it back, and while the event loop is busy (validating
+and indexing the next requests) taking it back waits up to the interpreter's switch
+interval (5 ms). Measured: one indexed lookup took 0.015 ms with an idle event loop and
+5.3 ms with a busy one. ``executemany`` steps once per row (a Patient has ~27 index rows),
+so each table gets one multi-row ``INSERT ... VALUES (...), (...)`` per batch instead
+(``insert_rows``), and the batch's few reads are combined.
 
 Versions are checked against the state read at the start of the batch, updated as each
 accepted write is applied, so two writes of one resource in one batch are ordered exactly
@@ -23,7 +25,7 @@ from typing import Any
 from fhir_server.model.instant import to_micros
 from fhir_server.search.values import FullText, IndexEntry
 from fhir_server.storage.base import VersionConflict, WriteRecord
-from fhir_server.storage.sqlite.index_rows import DELETES, INSERTS, rows_by_table
+from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES, INSERT_HEADS, rows_by_table
 
 PidFunction = Callable[[str, str, str], int]
 
@@ -38,6 +40,8 @@ class MultipleSets:
 
 
 _KEYS_PER_QUERY = 400
+# Rows per multi-row statement: far below SQLite's 32,766 parameters at any table's width.
+MAX_ROWS_PER_STATEMENT = 500
 
 
 @dataclass
@@ -62,8 +66,7 @@ def write_batch(
 ) -> list[BaseException | None]:
     """Persist every job whose versions check out; the outcome of each job, in order."""
     state = _read_state(connection, {(r.resource_type, r.resource_id) for j in jobs for r in j})
-    seq = _next(connection, "SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'")
-    rkey = _next(connection, "SELECT MAX(rkey) FROM resource_current")
+    seq, rkey = _last_keys(connection)
     versions: list[tuple[Any, ...]] = []
     finals: dict[int, _Final] = {}
     current_rows: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -110,27 +113,53 @@ def write_batch(
             )
     if not versions:
         return outcomes
-    connection.executemany(
+    insert_rows(
+        connection,
         "INSERT INTO resource_version "
-        "(seq, resource_type, id, version_id, last_updated_us, method, body) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "(seq, resource_type, id, version_id, last_updated_us, method, body)",
         versions,
     )
-    connection.executemany(
+    insert_rows(
+        connection,
         "INSERT INTO resource_current "
-        "(rkey, resource_type, id, version_id, seq, deleted, last_updated_us) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET "
+        "(rkey, resource_type, id, version_id, seq, deleted, last_updated_us)",
+        list(current_rows.values()),
+        " ON CONFLICT (rkey) DO UPDATE SET "
         "version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted, "
         "last_updated_us = excluded.last_updated_us",
-        list(current_rows.values()),
     )
-    stale = [(owner.rkey,) for owner in state.values() if owner.existed and owner.rkey in finals]
-    if stale:
-        for statement in DELETES.values():
-            connection.executemany(statement, stale)
-        connection.executemany("DELETE FROM idx_text WHERE rowid = ?", stale)
+    stale = [owner.rkey for owner in state.values() if owner.existed and owner.rkey in finals]
+    delete_index(connection, stale)
     insert_index(connection, finals, pid, multiple)
     return outcomes
+
+
+def insert_rows(
+    connection: sqlite3.Connection,
+    head: str,
+    rows: Sequence[Sequence[Any]],
+    tail: str = "",
+) -> None:
+    """``head VALUES (...), (...) tail``: one statement, so one GIL round trip, per chunk."""
+    if not rows:
+        return
+    row = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
+        connection.execute(
+            f"{head} VALUES {', '.join([row] * len(chunk))}{tail}",
+            [value for values in chunk for value in values],
+        )
+
+
+def delete_index(connection: sqlite3.Connection, rkeys: Sequence[int]) -> None:
+    """Remove every index row and the full text of the resources ``rkeys``."""
+    for start in range(0, len(rkeys), MAX_ROWS_PER_STATEMENT):
+        chunk = rkeys[start : start + MAX_ROWS_PER_STATEMENT]
+        marks = ", ".join("?" * len(chunk))
+        for table in INDEX_TABLE_NAMES:
+            connection.execute(f"DELETE FROM {table} WHERE rkey IN ({marks})", chunk)
+        connection.execute(f"DELETE FROM idx_text WHERE rowid IN ({marks})", chunk)
 
 
 def insert_index(
@@ -158,7 +187,7 @@ def insert_index(
         if text is not None and (text.narrative or text.content):
             texts.append((key, text.narrative, text.content))
     for table, rows in tables.items():
-        connection.executemany(INSERTS[table], rows)
+        insert_rows(connection, INSERT_HEADS[table], rows)
     new = repeated - (multiple.known | multiple.new) if multiple is not None else repeated
     if new:
         connection.executemany(
@@ -166,10 +195,7 @@ def insert_index(
         )
         if multiple is not None:
             multiple.new.update(new)
-    if texts:
-        connection.executemany(
-            "INSERT INTO idx_text (rowid, narrative, content) VALUES (?, ?, ?)", texts
-        )
+    insert_rows(connection, "INSERT INTO idx_text (rowid, narrative, content)", texts)
 
 
 def final_entries(
@@ -181,21 +207,34 @@ def final_entries(
 def _read_state(
     connection: sqlite3.Connection, keys: set[tuple[str, str]]
 ) -> dict[tuple[str, str], _Current]:
+    """The stored (rkey, version) of each key, one query per resource type and chunk.
+
+    ``resource_type = ? AND id IN (...)`` on purpose: SQLite plans the row-value form
+    ``(resource_type, id) IN (VALUES ...)`` as a scan of the whole table, which made every
+    group commit cost time in proportion to the store's size (1.3 ms at 8,600 resources
+    against 11 us with the unique index)."""
     state: dict[tuple[str, str], _Current] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), _KEYS_PER_QUERY):
-        chunk = ordered[start : start + _KEYS_PER_QUERY]
-        values = ", ".join("(?, ?)" for _ in chunk)
-        rows = connection.execute(
-            "SELECT resource_type, id, rkey, version_id FROM resource_current "
-            f"WHERE (resource_type, id) IN (VALUES {values})",
-            [part for key in chunk for part in key],
-        )
-        for resource_type, resource_id, rkey, version_id in rows:
-            state[(resource_type, resource_id)] = _Current(rkey, version_id, existed=True)
+    by_type: dict[str, list[str]] = {}
+    for resource_type, resource_id in keys:
+        by_type.setdefault(resource_type, []).append(resource_id)
+    for resource_type, ids in sorted(by_type.items()):
+        ids.sort()
+        for start in range(0, len(ids), _KEYS_PER_QUERY):
+            chunk = ids[start : start + _KEYS_PER_QUERY]
+            rows = connection.execute(
+                "SELECT id, rkey, version_id FROM resource_current "
+                f"WHERE resource_type = ? AND id IN ({', '.join('?' * len(chunk))})",
+                [resource_type, *chunk],
+            )
+            for resource_id, rkey, version_id in rows:
+                state[(resource_type, resource_id)] = _Current(rkey, version_id, existed=True)
     return state
 
 
-def _next(connection: sqlite3.Connection, sql: str) -> int:
-    row = connection.execute(sql).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+def _last_keys(connection: sqlite3.Connection) -> tuple[int, int]:
+    """The last version sequence number and resource key assigned (0 in an empty store)."""
+    row = connection.execute(
+        "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'), "
+        "(SELECT MAX(rkey) FROM resource_current)"
+    ).fetchone()
+    return int(row[0] or 0), int(row[1] or 0)

@@ -72,9 +72,8 @@ def rows_by_table(
     return tables
 
 
-INSERTS = {
-    table: f"INSERT INTO {table} (rkey, n, pid, grp, {', '.join(columns)}) "
-    f"VALUES (?, ?, ?, ?{', ?' * len(columns)})"
+INSERT_HEADS = {
+    table: f"INSERT INTO {table} (rkey, n, pid, grp, {', '.join(columns)})"
     for table, columns in INDEX_TABLES.values()
 }
-DELETES = {table: f"DELETE FROM {table} WHERE rkey = ?" for table, _ in INDEX_TABLES.values()}
+INDEX_TABLE_NAMES = tuple(table for table, _ in INDEX_TABLES.values())

@@ -40,11 +40,11 @@ from fhir_server.storage.base import (
 from fhir_server.storage.sqlite.batch import (
     MultipleSets,
     PidFunction,
+    delete_index,
     final_entries,
     insert_index,
     write_batch,
 )
-from fhir_server.storage.sqlite.index_rows import DELETES
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
 from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS
 from fhir_server.storage.sqlite.search import SqliteSearch
@@ -451,10 +451,7 @@ class SqliteStore:
                 finals[row[0]] = final_entries(
                     record.resource_type, record.entries, record.full_text
                 )
-            stale = [(rkey,) for rkey in finals]
-            for statement in DELETES.values():
-                connection.executemany(statement, stale)
-            connection.executemany("DELETE FROM idx_text WHERE rowid = ?", stale)
+            delete_index(connection, list(finals))
             insert_index(connection, finals, self._pid_function(connection), self._multiple)
             return len(finals)
 
