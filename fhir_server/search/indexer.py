@@ -45,6 +45,8 @@ _RELATIVE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_his
 @functools.lru_cache(maxsize=65_536)
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form: 'Éloïse' and 'eloise' search alike."""
+    if text.isascii():  # nothing to decompose; for ASCII, casefold() is lower()
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 

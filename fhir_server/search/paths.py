@@ -12,6 +12,7 @@ anything else returns None from ``compile_path`` and is left to a general engine
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,13 @@ class _Step:
     choice_types: tuple[str, ...] | None  # set for choice elements: the JSON key suffixes
     types: tuple[str, ...]
 
+    @functools.cached_property
+    def keys(self) -> tuple[str, ...]:
+        """The JSON keys this step reads: its name, or one per type of a choice element."""
+        if self.choice_types is None:
+            return (self.name,)
+        return tuple(self.name + code[0].upper() + code[1:] for code in self.choice_types)
+
 
 @dataclass(frozen=True)
 class _Filter:
@@ -71,12 +79,7 @@ class CompiledPath:
         resource_type = resource.get("resourceType")
         if resource_type != self.root and self.root not in ANY_RESOURCE:
             return []
-        values = [Value(resource, str(resource_type))]
-        for step in self.steps:
-            values = [found for value in values for found in _select(value.value, step)]
-        if self.final is not None:
-            values = [value for value in values if _keep(value, self.final)]
-        return values
+        return _walk(resource, str(resource_type), self.steps, self.final)
 
 
 class CompiledExpression:
@@ -179,12 +182,7 @@ class RelativePath:
         self.final = final
 
     def evaluate(self, node: Any) -> list[Value]:
-        values = [Value(node, "Element")]
-        for step in self.steps:
-            values = [found for value in values for found in _select(value.value, step)]
-        if self.final is not None:
-            values = [value for value in values if _keep(value, self.final)]
-        return values
+        return _walk(node, "Element", self.steps, self.final)
 
 
 def compile_relative(
@@ -256,6 +254,48 @@ def _typed_steps(
         else:
             owner, prefix = types[0], ""
     return tuple(steps), (owner, prefix)
+
+
+def _walk(
+    start: Any, start_type: str, steps: tuple[_Step, ...], final: _Filter | None
+) -> list[Value]:
+    """Follow ``steps`` from ``start``; only the last step's values are typed.
+
+    Why raw nodes until the last step: a resource type has dozens of parameters and most
+    find nothing in a given resource, so the walk must cost little when it ends early, and
+    an intermediate node's type is never looked at.
+    """
+    if steps:
+        nodes = [start]
+        for step in steps[:-1]:
+            nodes = _children(nodes, step)
+            if not nodes:
+                return []
+        last = steps[-1]
+        values = [found for node in nodes for found in _select(node, last)]
+    else:
+        values = [Value(start, start_type)]
+    if final is not None:
+        values = [value for value in values if _keep(value, final)]
+    return values
+
+
+def _children(nodes: list[Any], step: _Step) -> list[Any]:
+    """The untyped nodes ``step`` reaches from ``nodes`` (non-objects reach nothing)."""
+    names, index = step.keys, step.index
+    found: list[Any] = []
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        for name in names:
+            item = node.get(name)
+            if item is None:
+                continue
+            if isinstance(item, list):
+                found.extend(item if index is None else item[index : index + 1])
+            elif not index:
+                found.append(item)
+    return found
 
 
 def _select(node: Any, step: _Step) -> Iterator[Value]:
