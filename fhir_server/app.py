@@ -18,6 +18,7 @@ from fhir_server.config import Settings
 from fhir_server.definitions import Definitions, load_definitions
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
+from fhir_server.services.bundles import BundleService
 from fhir_server.services.resources import ResourceService
 from fhir_server.services.search import SearchService
 from fhir_server.services.search_index import SearchIndex
@@ -47,6 +48,7 @@ class Core:
     search_index: SearchIndex
     service: ResourceService
     search: SearchService
+    bundles: BundleService
 
 
 def build_core(settings: Settings) -> Core:
@@ -69,7 +71,8 @@ def build_core(settings: Settings) -> Core:
         max_resource_bytes=settings.max_body_bytes,
     )
     search = SearchService(store, service, search_index, definitions)
-    return Core(settings, definitions, validator, store, search_index, service, search)
+    bundles = BundleService(service, search, max_entries=settings.max_bundle_entries)
+    return Core(settings, definitions, validator, store, search_index, service, search, bundles)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -102,6 +105,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.state.definitions = definitions
     app.state.service = service
     app.state.search = search
+    app.state.bundles = core.bundles
     app.state.store = store
     app.state.ready = False
     app.state.capability = orjson.dumps(

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_json_depth: int = Field(default=64, ge=8, le=1000)
+    max_bundle_entries: int = Field(
+        default=10_000, ge=1, description="Entries a transaction or batch Bundle may hold"
+    )
+    max_bundle_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Size limit of a POSTed Bundle"
+    )
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
     allow_client_ids: bool = Field(

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from fhir_server.api.body import read_json
+from fhir_server.api.bundles import transaction_or_batch
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
 from fhir_server.api.rendering import (
     history_bundle,
@@ -331,6 +332,8 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/metadata", capabilities_read_only, ["POST", "PUT", "PATCH", "DELETE"]),
     ("", system_search, ["GET"]),
     ("/", system_search, ["GET"]),
+    ("", transaction_or_batch, ["POST"]),
+    ("/", transaction_or_batch, ["POST"]),
     ("/_search", system_search, ["POST"]),
     ("/_history", history, ["GET"]),
     (TYPE + "/_history", history, ["GET"]),

@@ -39,6 +39,7 @@ from fhir_server.services.content import apply_json_patch, without_server_meta
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.locks import KeyedLocks
 from fhir_server.services.search_index import SearchIndex
+from fhir_server.services.staging import StagedWrites, active_stage
 from fhir_server.storage.base import (
     HistoryPage,
     HistoryQuery,
@@ -103,7 +104,7 @@ class ResourceService:
         """The current version; 404 if it never existed, 410 if its last version is a delete."""
         self.check_type(resource_type)
         _check_id(resource_id)
-        version = await self._store.read(resource_type, resource_id)
+        version = await self.current(resource_type, resource_id)
         if version is None:
             raise NotFound(
                 f"{resource_type}/{resource_id} is not known", rofecare_code="rofecare-1102"
@@ -186,13 +187,21 @@ class ResourceService:
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, resource_type: str, resource: Any, *, if_none_exist: str | None = None
+        self,
+        resource_type: str,
+        resource: Any,
+        *,
+        if_none_exist: str | None = None,
+        assigned_id: str | None = None,
     ) -> WriteResult:
-        """POST: a new resource with a server-assigned id (http.html#create)."""
+        """POST: a new resource with a server-assigned id (http.html#create).
+
+        ``assigned_id``: the id chosen beforehand by the server itself, when a transaction
+        must rewrite references to the new resource before creating it."""
         self.check_type(resource_type)
         await self.validate(without_server_meta(resource), resource_type)
         if if_none_exist is None:
-            return await self._create(resource_type, resource)
+            return await self._create(resource_type, resource, assigned_id)
         query = self.condition(resource_type, if_none_exist)
         # Two conditional writes with one condition must not both create (in this process;
         # across worker processes see docs/api.md).
@@ -205,11 +214,13 @@ class ResourceService:
                 )
             if matches:
                 return WriteResult(matches[0], created=False, changed=False)
-            return await self._create(resource_type, resource)
+            return await self._create(resource_type, resource, assigned_id)
 
-    async def _create(self, resource_type: str, resource: dict[str, Any]) -> WriteResult:
+    async def _create(
+        self, resource_type: str, resource: dict[str, Any], assigned_id: str | None = None
+    ) -> WriteResult:
         resource = dict(resource)
-        resource["id"] = new_id()
+        resource["id"] = assigned_id or new_id()
         return await self._put_version(resource_type, resource["id"], resource, None, "POST")
 
     async def update(
@@ -352,10 +363,7 @@ class ResourceService:
                 method="DELETE",
                 body=None,
             )
-            await self._store.write([record])
-            if resource_type == "SearchParameter":
-                await self.reload_search_parameters()
-            return WriteResult(_stored(record), created=False)
+            return WriteResult(await self._persist(record), created=False)
 
         return await self._versioned_write(
             resource_type, resource_id, if_match, mark_deleted, must_exist=True
@@ -389,7 +397,7 @@ class ResourceService:
         """
         async with self._locks.hold((resource_type, resource_id)):
             for attempt in range(MAX_ATTEMPTS):
-                current = await self._store.read(resource_type, resource_id)
+                current = await self.current(resource_type, resource_id)
                 if must_exist and current is None:
                     raise NotFound(
                         f"{resource_type}/{resource_id} is not known",
@@ -437,10 +445,34 @@ class ResourceService:
             entries=entries,
             full_text=text,
         )
+        version = await self._persist(record)
+        return WriteResult(version, created=current is None or current.deleted)
+
+    async def _persist(self, record: WriteRecord) -> StoredVersion:
+        """Write ``record`` now, or hold it in the active stage (a transaction Bundle)."""
+        stage = active_stage()
+        if stage is not None:
+            return stage.add(record)
         await self._store.write([record])
-        if resource_type == "SearchParameter":
+        if record.resource_type == "SearchParameter":
             await self.reload_search_parameters()
-        return WriteResult(_stored(record), created=current is None or current.deleted)
+        return _stored(record)
+
+    async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The current version (deleted or not), as staged in this transaction if it was."""
+        stage = active_stage()
+        staged = stage.version(resource_type, resource_id) if stage is not None else None
+        if staged is not None:
+            return staged
+        return await self._store.read(resource_type, resource_id)
+
+    async def commit_stage(self, stage: StagedWrites) -> None:
+        """Persist every staged record in one storage transaction (VersionConflict if any
+        resource changed since it was staged: nothing is written then)."""
+        if stage.records:
+            await self._store.write(stage.records)
+        if stage.search_parameters_changed:
+            await self.reload_search_parameters()
 
 
 def _stored(record: WriteRecord) -> StoredVersion:

@@ -1,0 +1,68 @@
+"""Staged writes: several service writes committed together, or not at all.
+
+A transaction Bundle (https://hl7.org/fhir/R4/http.html#trules) must go through the same
+write path as single interactions (validation, versioning, indexing; DESIGN.md "One write
+path") yet succeed or fail as a whole. So the service keeps writing as usual, but while a
+``StagedWrites`` is active in the current task (a context variable, so concurrent requests
+never see each other's stage), each prepared record is held here instead of being sent to
+the store; later writes in the same stage read the staged versions; and the caller commits
+every record in one storage transaction at the end. A conflict found at commit (another
+writer changed a resource meanwhile) fails the whole stage.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from fhir_server.errors import BadRequest
+from fhir_server.storage.base import StoredVersion, WriteRecord
+
+_active: ContextVar[StagedWrites | None] = ContextVar("rofecare_staged_writes", default=None)
+
+
+@dataclass
+class StagedWrites:
+    records: list[WriteRecord] = field(default_factory=list)
+    versions: dict[tuple[str, str], StoredVersion] = field(default_factory=dict)
+    search_parameters_changed: bool = False
+
+    def add(self, record: WriteRecord) -> StoredVersion:
+        """Hold ``record``; a second write of one resource in one transaction is refused
+        (http.html#trules: a resource may be the target of only one entry)."""
+        key = (record.resource_type, record.resource_id)
+        if key in self.versions:
+            raise BadRequest(
+                f"{key[0]}/{key[1]} is written by more than one entry of the transaction",
+                rofecare_code="rofecare-2404",
+            )
+        version = StoredVersion(
+            resource_type=record.resource_type,
+            resource_id=record.resource_id,
+            version_id=record.version_id,
+            last_updated=record.last_updated,
+            method=record.method,
+            body=record.body,
+        )
+        self.records.append(record)
+        self.versions[key] = version
+        if record.resource_type == "SearchParameter":
+            self.search_parameters_changed = True
+        return version
+
+    def version(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        return self.versions.get((resource_type, resource_id))
+
+
+def active_stage() -> StagedWrites | None:
+    return _active.get()
+
+
+def start_stage() -> tuple[StagedWrites, object]:
+    """Make a new stage active in this task; returns it and the token that ends it."""
+    stage = StagedWrites()
+    return stage, _active.set(stage)
+
+
+def end_stage(token: object) -> None:
+    _active.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,404 @@
+"""The transaction contract (http.html#transaction), against every backend.
+
+Transaction semantics are part of the storage contract: a backend must commit a
+transaction's records all together or not at all, and refuse the whole set when another
+writer changed one of its resources. Each test runs the real bundle service (validation,
+indexing, reference rewriting) on a fresh store of the backend under test and checks what
+was stored afterwards, not only what was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_server.definitions import load_definitions
+from fhir_server.errors import FhirError
+from fhir_server.search.plan import SearchPlan
+from fhir_server.search.registry import load_search_parameters
+from fhir_server.services.bundles import BundleOutcome, BundleService
+from fhir_server.services.resources import ResourceService
+from fhir_server.services.search import SearchService
+from fhir_server.services.search_index import SearchIndex
+from fhir_server.storage.base import ResourceStore
+from fhir_server.validation.structure import StructureValidator
+from tests.contract.conftest import StoreFactory
+
+BASE = "http://rofecare.test/fhir"
+MRN = "http://hospital.example/mrn"
+
+
+class Stack:
+    def __init__(self, store: ResourceStore, max_entries: int = 10_000) -> None:
+        definitions = load_definitions()
+        index = SearchIndex(
+            load_search_parameters(), definitions.is_resource_type, default_count=100,
+            max_count=1000,
+        )  # fmt: skip
+        validator = StructureValidator(definitions.resource_types, 64)
+        self.store = store
+        self.resources = ResourceService(store, definitions, validator, index)
+        self.search = SearchService(store, self.resources, index, definitions)
+        self.bundles = BundleService(self.resources, self.search, max_entries=max_entries)
+
+    async def run(self, entries: list[dict[str, Any]], kind: str = "transaction") -> BundleOutcome:
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
+        return await self.bundles.process(bundle, base_url=BASE)
+
+    async def stored(self, resource_type: str) -> list[dict[str, Any]]:
+        page = await self.store.search(SearchPlan((resource_type,), (), count=1000))
+        return [orjson.loads(version.body) for version in page.matches if version.body]
+
+    async def count_all(self) -> int:
+        total = 0
+        for kind in ("Patient", "Observation", "Encounter", "Organization"):
+            total += len(await self.stored(kind))
+        return total
+
+
+@pytest.fixture
+async def stack(store_factory: StoreFactory, tmp_path: Path) -> AsyncIterator[Stack]:
+    store = store_factory(tmp_path)
+    await store.open()
+    try:
+        yield Stack(store)
+    finally:
+        await store.close()
+
+
+def patient(mrn: str = "1", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": MRN, "value": mrn}],
+        "name": [{"family": "Okafor", "given": ["Ada"]}],
+        **extra,
+    }
+
+
+def observation(subject: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": subject},
+        **extra,
+    }
+
+
+def post(resource: dict[str, Any], full_url: str | None = None, **request: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": resource,
+        "request": {"method": "POST", "url": resource["resourceType"], **request},
+    }
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def put(resource: dict[str, Any], url: str, **request: Any) -> dict[str, Any]:
+    return {"resource": resource, "request": {"method": "PUT", "url": url, **request}}
+
+
+def ids(outcome: BundleOutcome) -> list[str]:
+    return [item.write.version.resource_id for item in outcome.entries if item.write]
+
+
+async def test_placeholders_are_rewritten_at_any_depth(stack: Stack) -> None:
+    """urn:uuid and urn:oid fullUrls, referenced from a plain reference, an extension, a
+    contained resource and a backbone element, all end up as Patient/<new id>."""
+    uuid_url = "urn:uuid:6b7a4f5e-8b1c-4a53-9c1e-1f2a3b4c5d6e"
+    oid_url = "urn:oid:1.2.3.4.5"
+    obs = observation(
+        uuid_url,
+        extension=[
+            {
+                "url": "http://rofecare.example/ext/reviewer",
+                "valueReference": {"reference": oid_url},
+            }
+        ],
+        contained=[
+            {
+                "resourceType": "Observation",
+                "id": "inner",
+                "status": "final",
+                "code": {"text": "inner"},
+                "subject": {"reference": uuid_url},
+            }
+        ],
+        performer=[{"reference": oid_url}],
+        hasMember=[{"reference": "#inner"}],
+    )
+    outcome = await stack.run(
+        [
+            post(obs, "urn:uuid:0b7a4f5e-8b1c-4a53-9c1e-1f2a3b4c5d6f"),
+            post(patient("1"), uuid_url),
+            post({"resourceType": "Practitioner", "name": [{"family": "Ngozi"}]}, oid_url),
+        ]
+    )
+    assert [item.status for item in outcome.entries] == [201, 201, 201]
+    obs_id, patient_id, practitioner_id = ids(outcome)
+    stored = orjson.loads((await stack.resources.read("Observation", obs_id)).body or b"")
+    assert stored["subject"]["reference"] == f"Patient/{patient_id}"
+    assert stored["extension"][0]["valueReference"]["reference"] == (
+        f"Practitioner/{practitioner_id}"
+    )
+    assert stored["contained"][0]["subject"]["reference"] == f"Patient/{patient_id}"
+    assert stored["performer"][0]["reference"] == f"Practitioner/{practitioner_id}"
+    assert stored["hasMember"][0]["reference"] == "#inner"
+    # and the index knows the rewritten reference
+    found = await stack.search.search(
+        ("Observation",), [("subject", f"Patient/{patient_id}")], strict=True
+    )
+    assert [v.resource_id for v in found.page.matches] == [obs_id]
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, 3])
+async def test_a_failure_anywhere_rolls_everything_back(stack: Stack, position: int) -> None:
+    entries = [post(patient(str(n)), f"urn:uuid:00000000-0000-0000-0000-00000000000{n}")
+               for n in range(3)]  # fmt: skip
+    bad = post({"resourceType": "Patient", "gender": "not-a-gender"})
+    entries.insert(position, bad)
+    with pytest.raises(FhirError) as caught:
+        await stack.run(entries)
+    assert caught.value.status == 400
+    paths = [path for issue in caught.value.issues for path in issue.expression]
+    assert any(path.startswith(f"Bundle.entry[{position}]") for path in paths), paths
+    assert await stack.count_all() == 0
+
+
+async def test_a_failing_update_after_creates_rolls_back_the_creates(stack: Stack) -> None:
+    existing = (await stack.resources.create("Patient", patient("9"))).version
+    entries = [
+        post(patient("1"), "urn:uuid:00000000-0000-0000-0000-000000000001"),
+        put(
+            {**patient("9"), "id": existing.resource_id},
+            f"Patient/{existing.resource_id}",
+            ifMatch='W/"7"',
+        ),
+    ]
+    with pytest.raises(FhirError) as caught:
+        await stack.run(entries)
+    assert caught.value.status == 412
+    assert len(await stack.stored("Patient")) == 1
+    assert (await stack.resources.read("Patient", existing.resource_id)).version_id == 1
+
+
+async def test_entries_run_delete_post_put_get_and_reads_see_the_writes(stack: Stack) -> None:
+    doomed = (await stack.resources.create("Patient", patient("d"))).version
+    kept = (await stack.resources.create("Patient", patient("k"))).version
+    entries = [
+        {"request": {"method": "GET", "url": f"Patient/{kept.resource_id}"}},
+        put({**patient("k", gender="male"), "id": kept.resource_id}, f"Patient/{kept.resource_id}"),
+        post(patient("n")),
+        {"request": {"method": "DELETE", "url": f"Patient/{doomed.resource_id}"}},
+    ]
+    outcome = await stack.run(entries)
+    assert [item.status for item in outcome.entries] == [200, 200, 201, 200]
+    read = outcome.entries[0].read
+    assert read is not None and read.version_id == 2  # the GET ran after the PUT
+    assert outcome.entries[3].write and outcome.entries[3].write.version.deleted
+    assert {p["identifier"][0]["value"] for p in await stack.stored("Patient")} == {"k", "n"}
+
+
+async def test_conditional_create_reuses_a_match_and_its_references_follow(stack: Stack) -> None:
+    existing = (await stack.resources.create("Patient", patient("42"))).version
+    url = "urn:uuid:11111111-0000-0000-0000-000000000000"
+    outcome = await stack.run(
+        [
+            post(patient("42"), url, ifNoneExist=f"identifier={MRN}|42"),
+            post(observation(url)),
+        ]
+    )
+    assert [item.status for item in outcome.entries] == [200, 201]
+    assert ids(outcome)[0] == existing.resource_id
+    assert len(await stack.stored("Patient")) == 1
+    obs = (await stack.stored("Observation"))[0]
+    assert obs["subject"]["reference"] == f"Patient/{existing.resource_id}"
+
+
+async def test_conditional_create_with_several_matches_is_412(stack: Stack) -> None:
+    await stack.resources.create("Patient", patient("7"))
+    await stack.resources.create("Patient", patient("7"))
+    with pytest.raises(FhirError) as caught:
+        await stack.run(
+            [post(observation("Patient/x")), post(patient("7"), ifNoneExist=f"identifier={MRN}|7")]
+        )
+    assert caught.value.status == 412
+    assert len(await stack.stored("Observation")) == 0
+
+
+async def test_conditional_update_updates_a_match_or_creates(stack: Stack) -> None:
+    existing = (await stack.resources.create("Patient", patient("5"))).version
+    outcome = await stack.run(
+        [
+            put(patient("5", gender="female"), f"Patient?identifier={MRN}|5"),
+            put(patient("6", gender="male"), f"Patient?identifier={MRN}|6"),
+        ]
+    )
+    assert [item.status for item in outcome.entries] == [200, 201]
+    assert ids(outcome)[0] == existing.resource_id
+    genders = {p["identifier"][0]["value"]: p["gender"] for p in await stack.stored("Patient")}
+    assert genders == {"5": "female", "6": "male"}
+
+
+async def test_conditional_references_resolve_or_fail(stack: Stack) -> None:
+    target = (await stack.resources.create("Patient", patient("77"))).version
+    outcome = await stack.run([post(observation(f"Patient?identifier={MRN}|77"))])
+    obs = (await stack.stored("Observation"))[0]
+    assert outcome.entries[0].status == 201
+    assert obs["subject"]["reference"] == f"Patient/{target.resource_id}"
+
+    await stack.resources.create("Patient", patient("88"))
+    await stack.resources.create("Patient", patient("88"))
+    for reference, code in (
+        (f"Patient?identifier={MRN}|88", "rofecare-2407"),  # several
+        (f"Patient?identifier={MRN}|99", "rofecare-2406"),  # none
+    ):
+        with pytest.raises(FhirError) as caught:
+            await stack.run([post(patient("new")), post(observation(reference))])
+        assert caught.value.status == 412
+        assert caught.value.issues[0].rofecare_code == code
+        assert caught.value.issues[0].expression == ("Bundle.entry[1]",)
+    assert len(await stack.stored("Observation")) == 1
+    assert len(await stack.stored("Patient")) == 3
+
+
+@pytest.mark.parametrize(
+    ("entries", "code"),
+    [
+        pytest.param(
+            [post(patient("1"), "urn:uuid:a"), post(patient("2"), "urn:uuid:a")],
+            "rofecare-2403",
+            id="duplicate-fullUrl",
+        ),
+        pytest.param(
+            [put(patient("1"), "Patient/same"), put(patient("2"), "Patient/same")],
+            "rofecare-2404",
+            id="two-writes-one-resource",
+        ),
+        pytest.param(
+            [post(observation("urn:uuid:0000-nobody"))], "rofecare-2405", id="unknown-placeholder"
+        ),
+        pytest.param(
+            [
+                post(patient("1"), "urn:uuid:p1", ifNoneExist="link=urn:uuid:p2"),
+                post(patient("2"), "urn:uuid:p2", ifNoneExist="link=urn:uuid:p1"),
+            ],
+            "rofecare-2408",
+            id="circular-conditions",
+        ),
+        pytest.param([{"resource": patient()}], "rofecare-2402", id="missing-request"),
+        pytest.param(
+            [{"resource": patient(), "request": {"method": "COPY", "url": "Patient"}}],
+            "rofecare-2402",
+            id="bad-method",
+        ),
+        pytest.param(
+            [{"resource": patient(), "request": {"method": "POST", "url": "Observation"}}],
+            "rofecare-2402",
+            id="type-mismatch",
+        ),
+    ],
+)
+async def test_malformed_transactions_are_400_and_write_nothing(
+    stack: Stack, entries: list[dict[str, Any]], code: str
+) -> None:
+    with pytest.raises(FhirError) as caught:
+        await stack.run([post(patient("first")), *entries])
+    assert caught.value.status == 400
+    assert code in [issue.rofecare_code for issue in caught.value.issues]
+    assert await stack.count_all() == 0
+
+
+async def test_entry_limit_is_413(store_factory: StoreFactory, tmp_path: Path) -> None:
+    store = store_factory(tmp_path)
+    await store.open()
+    try:
+        small = Stack(store, max_entries=3)
+        with pytest.raises(FhirError) as caught:
+            await small.run([post(patient(str(n))) for n in range(4)])
+        assert caught.value.status == 413
+        assert await small.count_all() == 0
+    finally:
+        await store.close()
+
+
+async def test_concurrent_transactions_serialize_without_lost_updates(stack: Stack) -> None:
+    """Eight transactions each rewrite the same two patients: every one commits (retrying
+    on conflict), both patients end at version 9, and at every version the two carry the
+    same writer's mark, so no transaction saw a half-applied other."""
+    for name in ("a", "b"):
+        await stack.resources.update("Patient", name, {**patient(name), "id": name})
+
+    async def transaction(writer: int) -> None:
+        mark = [{"family": f"Writer{writer}"}]
+        await stack.run(
+            [
+                put({**patient("a"), "id": "a", "name": mark}, "Patient/a"),
+                put({**patient("b"), "id": "b", "name": mark}, "Patient/b"),
+            ]
+        )
+
+    await asyncio.wait_for(asyncio.gather(*(transaction(n) for n in range(8))), timeout=60)
+    for name in ("a", "b"):
+        assert (await stack.resources.read("Patient", name)).version_id == 9
+    writers = []
+    for version in range(2, 10):
+        marks = []
+        for name in ("a", "b"):
+            body = (await stack.resources.vread("Patient", name, str(version))).body or b""
+            marks.append(orjson.loads(body)["name"][0]["family"])
+        assert marks[0] == marks[1], (version, marks)
+        writers.append(marks[0])
+    assert sorted(writers) == sorted(f"Writer{n}" for n in range(8))
+
+
+async def test_a_batch_keeps_good_entries_when_others_fail(stack: Stack) -> None:
+    outcome = await stack.run(
+        [
+            post(patient("1")),
+            {"resource": patient("2")},  # no request
+            post({"resourceType": "Patient", "birthDate": "yesterday"}),
+            post(observation("urn:uuid:nobody")),
+            {"request": {"method": "GET", "url": "Patient/missing"}},
+            post(patient("3")),
+        ],
+        kind="batch",
+    )
+    assert [item.status for item in outcome.entries] == [201, 400, 400, 400, 404, 201]
+    errors = [item.error for item in outcome.entries]
+    assert errors[1] is not None and errors[1].issues[0].rofecare_code == "rofecare-2402"
+    assert errors[3] is not None and errors[3].issues[0].rofecare_code == "rofecare-2405"
+    assert {p["identifier"][0]["value"] for p in await stack.stored("Patient")} == {"1", "3"}
+
+
+async def test_transactions_of_two_servers_on_one_store_retry_on_conflict(stack: Stack) -> None:
+    """Two service stacks over one store stand for two worker processes: they share no
+    locks, so their transactions meet at commit, where the loser runs again on fresh data."""
+    other = Stack(stack.store)
+    for name in ("a", "b"):
+        await stack.resources.update("Patient", name, {**patient(name), "id": name})
+
+    async def transaction(server: Stack, writer: int) -> None:
+        mark = [{"family": f"Writer{writer}"}]
+        await server.run(
+            [
+                put({**patient("a"), "id": "a", "name": mark}, "Patient/a"),
+                put({**patient("b"), "id": "b", "name": mark}, "Patient/b"),
+            ]
+        )
+
+    runs = [transaction(stack if n % 2 else other, n) for n in range(4)]
+    await asyncio.wait_for(asyncio.gather(*runs), timeout=60)
+    for version in range(2, 6):
+        marks = [
+            orjson.loads((await stack.resources.vread("Patient", name, str(version))).body or b"")
+            for name in ("a", "b")
+        ]
+        assert marks[0]["name"] == marks[1]["name"], version
+    assert (await stack.resources.read("Patient", "a")).version_id == 5
