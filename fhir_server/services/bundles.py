@@ -80,6 +80,8 @@ class ParsedEntry:
     target_id: str | None = None
     matched: StoredVersion | None = None  # conditional create: the existing resource
     create_new: bool = False  # conditional update without a match or a body id
+    same_as: ParsedEntry | None = None  # an earlier conditional create with this condition
+    result: WriteResult | None = None
     nothing_to_do: bool = False  # conditional delete without a match
 
     @property
@@ -160,15 +162,13 @@ class BundleService:
         """Stage, commit, and start again on a conflict. Transactions of this process that
         name the same resources by id queue on them (in one global order, so they cannot
         deadlock) instead of failing each other's commits over and over."""
-        keys = sorted(
-            {
-                (entry.resource_type, entry.resource_id)
-                for entry in entries
-                if entry.method in WRITE_METHODS and entry.resource_id is not None
-            }
-        )
+        keys: set[tuple[str, ...]] = set()
+        for entry in entries:
+            key = _lock_key(entry)
+            if key is not None:
+                keys.add(key)
         async with AsyncExitStack() as held:
-            for key in keys:
+            for key in sorted(keys):
                 await held.enter_async_context(self._locks.hold(key))
             return await self._attempts(entries, base_url)
 
@@ -202,7 +202,9 @@ class BundleService:
         outcomes: dict[int, EntryOutcome] = {}
         for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
             if entry.method in WRITE_METHODS:
-                outcomes[entry.index] = await _at_entry(entry, self._write(entry))
+                outcome = await _at_entry(entry, self._write(entry))
+                entry.result = outcome.write
+                outcomes[entry.index] = outcome
         return outcomes
 
     async def _resolve_targets(self, entries: list[ParsedEntry]) -> dict[str, str]:
@@ -212,6 +214,7 @@ class BundleService:
         target is known. Conditions waiting on each other can never run: a 400."""
         targets: dict[str, str] = {}
         pending: list[ParsedEntry] = []
+        creates: dict[tuple[str, str], ParsedEntry] = {}  # one condition, one resource
         for entry in entries:
             if entry.conditional:
                 pending.append(entry)
@@ -234,7 +237,16 @@ class BundleService:
                 )
             for entry in ready:
                 pending.remove(entry)
-                await _at_entry(entry, self._decide_conditional(entry, targets))
+                condition = (entry.resource_type, entry.if_none_exist or "")
+                if entry.method == "POST" and condition in creates:
+                    # Two entries creating "the same" resource: the first creates it, the
+                    # second answers it, as if the first had been committed before.
+                    entry.same_as = creates[condition]
+                    entry.target_id = entry.same_as.target_id
+                else:
+                    await _at_entry(entry, self._decide_conditional(entry, targets))
+                    if entry.method == "POST" and entry.matched is None:
+                        creates[condition] = entry
                 _add_target(targets, entry)
         return targets
 
@@ -320,6 +332,9 @@ class BundleService:
                 entry.resource_type, entry.target_id, if_match=entry.if_match
             )
             return EntryOutcome(200, write=result)
+        if entry.same_as is not None:
+            assert entry.same_as.result is not None
+            return EntryOutcome(200, write=replace(entry.same_as.result, created=False))
         if entry.method == "POST" or entry.create_new:
             if entry.matched is not None:
                 return EntryOutcome(200, write=WriteResult(entry.matched, False, changed=False))
@@ -373,20 +388,34 @@ class BundleService:
                 except FhirError as error:
                     return EntryOutcome(error.status, error=error)
 
-        return list(await asyncio.gather(*(run(i, raw) for i, raw in enumerate(raw_entries))))
+        def is_read(raw: Any) -> bool:
+            request = raw.get("request") if isinstance(raw, dict) else None
+            return isinstance(request, dict) and request.get("method") in ("GET", "HEAD")
+
+        # Writes first, then reads (as in a transaction), so a read sees the batch's writes.
+        outcomes: dict[int, EntryOutcome] = {}
+        for reads in (False, True):
+            chosen = [(i, raw) for i, raw in enumerate(raw_entries) if is_read(raw) == reads]
+            done = await asyncio.gather(*(run(i, raw) for i, raw in chosen))
+            outcomes.update(zip((i for i, _ in chosen), done, strict=True))
+        return [outcomes[index] for index in range(len(raw_entries))]
 
     async def _batch_entry(self, entry: ParsedEntry, base_url: str) -> EntryOutcome:
         if entry.method in ("GET", "HEAD"):
             return await self._read(entry, base_url)
-        targets: dict[str, str] = {}
-        if entry.conditional:
-            await self._decide_conditional(entry, targets)
-        else:
-            entry.target_id = new_id() if entry.method == "POST" else entry.resource_id
-        conditionals = await self._resolve_conditional_references([entry], targets)
-        if entry.resource is not None:
-            entry.resource = _rewritten(entry, targets, conditionals)
-        return await self._write(entry)
+        key = _lock_key(entry)
+        async with AsyncExitStack() as held:
+            if key is not None:  # from the decision to the write: no twin slips in between
+                await held.enter_async_context(self._locks.hold(key))
+            targets: dict[str, str] = {}
+            if entry.conditional:
+                await self._decide_conditional(entry, targets)
+            else:
+                entry.target_id = new_id() if entry.method == "POST" else entry.resource_id
+            conditionals = await self._resolve_conditional_references([entry], targets)
+            if entry.resource is not None:
+                entry.resource = _rewritten(entry, targets, conditionals)
+            return await self._write(entry)
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -517,6 +546,19 @@ def _entry_error(where: str, message: str, code: str = "rofecare-2402") -> BadRe
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _lock_key(entry: ParsedEntry) -> tuple[str, ...] | None:
+    """What concurrent bundles of this process queue on: the resource an entry writes by
+    id, or the condition it decides by (two creates with one ifNoneExist must not both
+    find nothing and both create)."""
+    if entry.method not in WRITE_METHODS:
+        return None
+    if entry.conditional:
+        return ("condition", entry.resource_type, entry.if_none_exist or entry.query or "")
+    if entry.resource_id is not None:
+        return ("resource", entry.resource_type, entry.resource_id)
+    return None
 
 
 def _add_target(targets: dict[str, str], entry: ParsedEntry) -> None:
