@@ -456,7 +456,7 @@ class ResourceService:
         await self._store.write([record])
         if record.resource_type == "SearchParameter":
             await self.reload_search_parameters()
-        return _stored(record)
+        return record.as_version()
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The current version (deleted or not), as staged in this transaction if it was."""
@@ -473,17 +473,6 @@ class ResourceService:
             await self._store.write(stage.records)
         if stage.search_parameters_changed:
             await self.reload_search_parameters()
-
-
-def _stored(record: WriteRecord) -> StoredVersion:
-    return StoredVersion(
-        resource_type=record.resource_type,
-        resource_id=record.resource_id,
-        version_id=record.version_id,
-        last_updated=record.last_updated,
-        method=record.method,
-        body=record.body,
-    )
 
 
 def _millis(moment: datetime) -> datetime:

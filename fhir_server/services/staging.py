@@ -36,14 +36,7 @@ class StagedWrites:
                 f"{key[0]}/{key[1]} is written by more than one entry of the transaction",
                 rofecare_code="rofecare-2404",
             )
-        version = StoredVersion(
-            resource_type=record.resource_type,
-            resource_id=record.resource_id,
-            version_id=record.version_id,
-            last_updated=record.last_updated,
-            method=record.method,
-            body=record.body,
-        )
+        version = record.as_version()
         self.records.append(record)
         self.versions[key] = version
         if record.resource_type == "SearchParameter":

@@ -52,6 +52,17 @@ class WriteRecord:
     def deleted(self) -> bool:
         return self.body is None
 
+    def as_version(self) -> StoredVersion:
+        """The version this record becomes once written."""
+        return StoredVersion(
+            resource_type=self.resource_type,
+            resource_id=self.resource_id,
+            version_id=self.version_id,
+            last_updated=self.last_updated,
+            method=self.method,
+            body=self.body,
+        )
+
 
 @dataclass(frozen=True)
 class IndexRecord:
