@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from fhir_server.api.body import read_json
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
-from fhir_server.api.rendering import base_url, json_response
+from fhir_server.api.rendering import base_url, json_response, preferred_return
 from fhir_server.api.search import searchset_bundle
 from fhir_server.config import Settings
 from fhir_server.model.ids import weak_etag
@@ -38,7 +38,7 @@ async def transaction_or_batch(request: Request) -> Response:
     service: BundleService = request.app.state.bundles
     base = base_url(request)
     outcome = await service.process(body, base_url=base)
-    prefer = _preferred_return(request)
+    prefer = preferred_return(request, default="minimal")
     entries = [_entry(request, base, item, prefer) for item in outcome.entries]
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
@@ -48,14 +48,6 @@ async def transaction_or_batch(request: Request) -> Response:
         "entry": entries,
     }
     return json_response(orjson.dumps(bundle), 200, media, pretty=is_pretty(request))
-
-
-def _preferred_return(request: Request) -> str:
-    for part in request.headers.get("prefer", "").split(","):
-        name, _, value = part.strip().partition("=")
-        if name.strip().lower() == "return":
-            return value.strip().strip('"')
-    return "minimal"
 
 
 def _entry(request: Request, base: str, item: EntryOutcome, prefer: str) -> dict[str, Any]:

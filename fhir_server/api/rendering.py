@@ -147,8 +147,8 @@ def write_response(
     return json_response(version.body, status, media_type, pretty=pretty, headers=headers)
 
 
-def preferred_return(request: Request) -> str:
-    """``Prefer: return=...``: minimal, representation (default) or OperationOutcome."""
+def preferred_return(request: Request, default: str = "representation") -> str:
+    """``Prefer: return=...``: minimal, representation or OperationOutcome (else ``default``)."""
     prefer = request.headers.get("prefer", "")
     for part in prefer.split(","):
         for token in part.split(";"):
@@ -157,7 +157,7 @@ def preferred_return(request: Request) -> str:
                 value = value.strip().strip('"')
                 if value in ("minimal", "representation", "OperationOutcome"):
                     return value
-    return "representation"
+    return default
 
 
 def self_link(request: Request, query: str | None = None) -> str:

@@ -602,7 +602,7 @@ async def _at_entry(entry: ParsedEntry, work: Awaitable[T]) -> T:
 def at_entry(error: FhirError, entry: ParsedEntry) -> FhirError:
     """``error`` with its diagnostics and expressions placed inside ``Bundle.entry[i]``."""
     prefix = f"Bundle.entry[{entry.index}]"
-    if getattr(error, "bundle_entry", None) is not None:
+    if error.diagnostics.startswith(prefix):  # already placed
         return error
     located = copy.copy(error)
     located.issues = [
@@ -614,7 +614,6 @@ def at_entry(error: FhirError, entry: ParsedEntry) -> FhirError:
         for issue in error.issues
     ]
     located.diagnostics = located.issues[0].diagnostics
-    located.bundle_entry = entry.index  # type: ignore[attr-defined]
     return located
 
 

@@ -12,7 +12,7 @@ writer changed a resource meanwhile) fails the whole stage.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 from fhir_server.errors import BadRequest
@@ -51,11 +51,11 @@ def active_stage() -> StagedWrites | None:
     return _active.get()
 
 
-def start_stage() -> tuple[StagedWrites, object]:
+def start_stage() -> tuple[StagedWrites, Token[StagedWrites | None]]:
     """Make a new stage active in this task; returns it and the token that ends it."""
     stage = StagedWrites()
     return stage, _active.set(stage)
 
 
-def end_stage(token: object) -> None:
-    _active.reset(token)  # type: ignore[arg-type]
+def end_stage(token: Token[StagedWrites | None]) -> None:
+    _active.reset(token)
