@@ -90,6 +90,8 @@ class ResourceService:
         self._search_index = search_index
         self._allow_client_ids = allow_client_ids
         self._locks = KeyedLocks()
+        self._search_parameters_seen = -1  # the store's latest_change when last loaded
+        self._search_parameters_reload = asyncio.Lock()  # one reload at a time, not one each
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -162,6 +164,9 @@ class ResourceService:
     async def reload_search_parameters(self) -> None:
         """Put the stored SearchParameter resources in force (at start and after each write
         of one), so that new writes index them; older resources need ``rofecare reindex``."""
+        # Read the marker first: a SearchParameter written while loading makes the next
+        # refresh load again, never hides from it.
+        self._search_parameters_seen = await self._store.latest_change("SearchParameter")
         definitions: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
@@ -172,6 +177,17 @@ class ResourceService:
             if cursor is None:
                 break
         self._search_index.use_stored(definitions)
+
+    async def refresh_search_parameters(self) -> None:
+        """Follow SearchParameters written by another worker process sharing the store
+        (a write in this process reloads at once), before each search and each indexing:
+        one index probe (~10 us), so a parameter is usable on every worker as soon as its
+        write is acknowledged, where a timed refresh would leave a window of staleness."""
+        if await self._store.latest_change("SearchParameter") == self._search_parameters_seen:
+            return
+        async with self._search_parameters_reload:
+            if await self._store.latest_change("SearchParameter") != self._search_parameters_seen:
+                await self.reload_search_parameters()
 
     # -- validation ------------------------------------------------------------------------
 
@@ -427,6 +443,7 @@ class ResourceService:
         body = with_meta({**resource, "id": resource_id}, version_id, to_instant(moment))
         if resource_type == "SearchParameter":
             self._search_index.check_definition(body)
+        await self.refresh_search_parameters()
         data = orjson.dumps(body)
         if len(data) > self._max_resource_bytes:
             raise PayloadTooLarge(

@@ -52,6 +52,7 @@ class SearchService:
         """Type-level search for one type; system-level for several (or none: all types)."""
         for resource_type in resource_types:
             self._resources.check_type(resource_type)
+        await self._resources.refresh_search_parameters()
         parsed = self._index.parser.parse(resource_types, pairs, strict=strict, base_url=base_url)
         return SearchResult(parsed, await self._store.search(parsed.plan))
 
@@ -101,6 +102,7 @@ class SearchService:
             types: tuple[str, ...] = (resource_type,)
         else:
             types = tuple(sorted(links))
+        await self._resources.refresh_search_parameters()
         parsed = self._index.parser.parse(types, pairs, strict=strict, base_url=base_url)
         member = CompartmentMatch(
             tuple((kind, code) for kind in types for code in links[kind]),

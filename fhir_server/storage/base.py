@@ -154,6 +154,12 @@ class ResourceStore(Protocol):
 
     async def history(self, query: HistoryQuery) -> HistoryPage: ...
 
+    async def latest_change(self, resource_type: str) -> int:
+        """A number that grows whenever a resource of ``resource_type`` is written (by any
+        process sharing the store); 0 when none ever was. Lets a worker notice, cheaply,
+        that another one changed definitions it caches (SearchParameters)."""
+        ...
+
     async def search(self, plan: SearchPlan) -> SearchPage:
         """Current, non-deleted resources matching ``plan``; 400 (BadRequest) for a cursor
         this store did not issue."""

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ROFECARE_")}
 
 
-def start_server(data_dir: Path, log_path: Path) -> RunningServer:
+def start_server(
+    data_dir: Path, log_path: Path, extra_args: Sequence[str] = ()
+) -> RunningServer:
     """Start ``rofecare serve`` on a free port and return once GET /ready answers 200."""
     port = free_port()
     command = [
@@ -91,6 +94,7 @@ def start_server(data_dir: Path, log_path: Path) -> RunningServer:
         str(port),
         "--data-dir",
         str(data_dir),
+        *extra_args,
     ]
     # Output goes to a file, never to a pipe nobody reads (a full pipe would block the server).
     with log_path.open("ab") as log:

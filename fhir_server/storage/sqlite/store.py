@@ -48,6 +48,7 @@ from fhir_server.storage.sqlite.batch import (
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
 from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS
 from fhir_server.storage.sqlite.search import SqliteSearch
+from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
 
 T = TypeVar("T")
 log = logging.getLogger("rofecare.storage")
@@ -111,6 +112,7 @@ class SqliteStore:
         self._queue: list[_QueuedWrite] = []
         self._writes_since_analyze = 0
         self._queue_lock = threading.Lock()
+        self._write_lock = ProcessWriteLock(path)  # writer thread only
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class SqliteStore:
         await self._on_writer(self._checkpoint)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._write_lock.close()
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()
@@ -162,6 +165,10 @@ class SqliteStore:
         return connection
 
     def _create_schema(self) -> None:
+        with self._write_lock.held():
+            self._create_schema_locked()
+
+    def _create_schema_locked(self) -> None:
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -220,6 +227,17 @@ class SqliteStore:
             "WHERE v.resource_type = ? AND v.id = ? AND v.version_id = ?",
             (resource_type, resource_id, version_id),
         )
+
+    async def latest_change(self, resource_type: str) -> int:
+        # On the event loop like a point read: one probe of the (resource_type, seq) index.
+        sql = "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?"
+        try:
+            row = self._loop_connection().execute(sql, (resource_type,)).fetchone()
+        except sqlite3.OperationalError:
+            row = await self._on_reader(
+                lambda: self._connection().execute(sql, (resource_type,)).fetchone()
+            )
+        return int(row[0] or 0)
 
     async def _point_read(self, sql: str, args: tuple[Any, ...]) -> StoredVersion | None:
         """One primary-key row, read on the event loop's own connection.
@@ -390,7 +408,8 @@ class SqliteStore:
         index once per row of a sort and never answered."""
         connection = self._connection()
         connection.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
-        connection.execute("ANALYZE")
+        with self._write_lock.held():
+            connection.execute("ANALYZE")
 
     def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction; parameter ids it interned are cached only
@@ -399,16 +418,17 @@ class SqliteStore:
         connection = self._connection()
         self._pending_pids.clear()
         self._multiple.new.clear()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(connection)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:  # a failed COMMIT may have ended it already
-                connection.execute("ROLLBACK")
-            self._pending_pids.clear()
-            self._multiple.new.clear()
-            raise
+        with self._write_lock.held():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:  # a failed COMMIT may have ended it already
+                    connection.execute("ROLLBACK")
+                self._pending_pids.clear()
+                self._multiple.new.clear()
+                raise
         self._pid_cache.update(self._pending_pids)
         self._pending_pids.clear()
         self._multiple.known.update(self._multiple.new)

@@ -1,0 +1,158 @@
+"""``rofecare serve --workers 2``: two processes on one SQLite file behave as one server.
+
+What could go wrong with several workers, each checked here against the real thing: lost
+updates between processes (each has its own in-process locks), writers starving each other
+on SQLite's lock, and a SearchParameter written through one worker unknown to the other.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.fhir import FHIR_JSON, Json, follow_pages, patient, requests_fetch
+from tests.e2e.server import RunningServer, start_server
+from tests.e2e.test_concurrency import run_in_threads
+
+pytestmark = pytest.mark.e2e
+
+MARITAL = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    directory = tmp_path_factory.mktemp("rofecare-workers")
+    server = start_server(directory / "data", directory / "server.log", ["--workers", "2"])
+    try:
+        yield server
+    finally:
+        code, _ = server.terminate()
+    assert code == 0, server.log()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if not path.exists():  # pragma: no cover - not Linux
+        pytest.skip("needs /proc to count the worker processes")
+    return [int(child) for child in path.read_text().split()]
+
+
+def test_two_worker_processes_serve(two_workers: RunningServer) -> None:
+    # uvicorn's supervisor, then one child per worker (plus its multiprocessing helper).
+    workers = [
+        child
+        for child in _children(two_workers.process.pid)
+        if "fhir_server" in Path(f"/proc/{child}/cmdline").read_text(errors="replace")
+        or "multiprocessing" in Path(f"/proc/{child}/cmdline").read_text(errors="replace")
+    ]
+    assert len(workers) >= 2, workers
+
+
+def test_concurrent_updates_through_both_workers_lose_nothing(
+    two_workers: RunningServer,
+) -> None:
+    base = two_workers.base
+    created = requests.post(f"{base}/Patient", json=patient(), timeout=10)
+    assert created.status_code == 201, created.text
+    resource_id = created.json()["id"]
+    threads, rounds = 8, 6
+
+    def update(index: int, session: requests.Session) -> list[int]:
+        statuses = []
+        for round_number in range(rounds):
+            body = {**patient(f"t{index}-r{round_number}"), "id": resource_id}
+            # A new connection each time, so the kernel spreads them over both workers.
+            response = requests.put(
+                f"{base}/Patient/{resource_id}",
+                json=body,
+                headers={"Connection": "close"},
+                timeout=30,
+            )
+            statuses.append(response.status_code)
+        return statuses
+
+    statuses = [code for codes in run_in_threads(threads, update) for code in codes]
+    assert set(statuses) == {200}, statuses
+    history = follow_pages(
+        requests.get(f"{base}/Patient/{resource_id}/_history?_count=100", timeout=10).json(),
+        requests_fetch(requests.Session()),
+    )
+    versions = sorted(
+        int(entry["resource"]["meta"]["versionId"])
+        for page in history
+        for entry in page.get("entry", [])
+    )
+    assert versions == list(range(1, threads * rounds + 2))
+    current = requests.get(f"{base}/Patient/{resource_id}", timeout=10).json()
+    assert current["meta"]["versionId"] == str(threads * rounds + 1)
+
+
+def test_concurrent_creates_through_both_workers_all_land(two_workers: RunningServer) -> None:
+    base = two_workers.base
+    family = f"Workers{uuid.uuid4().hex[:10]}"
+
+    def create(index: int, session: requests.Session) -> str:
+        ids = []
+        for _ in range(10):
+            body = {**patient(), "name": [{"family": family, "given": [f"G{index}"]}]}
+            response = requests.post(
+                f"{base}/Patient", json=body, headers={"Connection": "close"}, timeout=30
+            )
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+        return ",".join(ids)
+
+    created = {i for joined in run_in_threads(8, create) for i in joined.split(",")}
+    assert len(created) == 80
+    found = requests.get(
+        f"{base}/Patient", params={"family": family, "_count": 200, "_total": "accurate"}
+    ).json()
+    assert found["total"] == 80
+    assert {entry["resource"]["id"] for entry in found["entry"]} == created
+
+
+def test_a_search_parameter_written_on_one_worker_is_known_to_every_worker(
+    two_workers: RunningServer,
+) -> None:
+    base = two_workers.base
+    code = f"marital{uuid.uuid4().hex[:8]}"
+    parameter: Json = {
+        "resourceType": "SearchParameter",
+        "url": f"http://example.org/SearchParameter/{code}",
+        "name": code,
+        "status": "active",
+        "description": "Marital status, for the multi-worker test",
+        "code": code,
+        "base": ["Patient"],
+        "type": "token",
+        "expression": "Patient.maritalStatus",
+    }
+    response = requests.post(
+        f"{base}/SearchParameter",
+        data=json.dumps(parameter),
+        headers={"Content-Type": FHIR_JSON},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    married = {**patient(), "maritalStatus": {"coding": [{"system": MARITAL, "code": "M"}]}}
+    ids = set()
+    for _ in range(6):  # on fresh connections: both workers index some of them
+        answer = requests.post(
+            f"{base}/Patient", json=married, headers={"Connection": "close"}, timeout=10
+        )
+        assert answer.status_code == 201, answer.text
+        ids.add(answer.json()["id"])
+    for _ in range(12):  # and both workers answer some of the searches
+        bundle = requests.get(
+            f"{base}/Patient",
+            params={code: f"{MARITAL}|M", "_count": 50},
+            headers={"Connection": "close", "Prefer": "handling=strict"},
+            timeout=10,
+        )
+        assert bundle.status_code == 200, bundle.text
+        assert {entry["resource"]["id"] for entry in bundle.json()["entry"]} == ids
