@@ -80,6 +80,7 @@ class ParsedEntry:
     target_id: str | None = None
     matched: StoredVersion | None = None  # conditional create: the existing resource
     create_new: bool = False  # conditional update without a match or a body id
+    criteria: str | None = None  # the condition as searched, placeholders resolved
     same_as: ParsedEntry | None = None  # an earlier conditional create with this condition
     result: WriteResult | None = None
     nothing_to_do: bool = False  # conditional delete without a match
@@ -252,6 +253,7 @@ class BundleService:
 
     async def _decide_conditional(self, entry: ParsedEntry, targets: dict[str, str]) -> None:
         criteria = substitute_placeholders(entry.if_none_exist or entry.query or "", targets)
+        entry.criteria = criteria
         matches = await self._resources.find(entry.resource_type, criteria)
         if len(matches) > 1:
             raise PreconditionFailed(
@@ -338,8 +340,13 @@ class BundleService:
         if entry.method == "POST" or entry.create_new:
             if entry.matched is not None:
                 return EntryOutcome(200, write=WriteResult(entry.matched, False, changed=False))
+            # A conditional create is written only if its condition still matches nothing
+            # then (another process may have created a match since it was searched).
             result = await resources.create(
-                entry.resource_type, entry.resource, assigned_id=entry.target_id
+                entry.resource_type,
+                entry.resource,
+                assigned_id=entry.target_id,
+                unless_exists=entry.criteria,
             )
             return EntryOutcome(201, write=result)
         assert entry.target_id is not None

@@ -41,6 +41,7 @@ from fhir_server.services.locks import KeyedLocks
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.services.staging import StagedWrites, active_stage
 from fhir_server.storage.base import (
+    ConditionMatched,
     HistoryPage,
     HistoryQuery,
     Method,
@@ -209,35 +210,50 @@ class ResourceService:
         *,
         if_none_exist: str | None = None,
         assigned_id: str | None = None,
+        unless_exists: str | None = None,
     ) -> WriteResult:
         """POST: a new resource with a server-assigned id (http.html#create).
 
         ``assigned_id``: the id chosen beforehand by the server itself, when a transaction
-        must rewrite references to the new resource before creating it."""
+        must rewrite references to the new resource before creating it. ``unless_exists``:
+        criteria the caller already searched and found no match for (a transaction decides
+        its conditions first); the store checks them again as it writes."""
         self.check_type(resource_type)
         await self.validate(without_server_meta(resource), resource_type)
         if if_none_exist is None:
-            return await self._create(resource_type, resource, assigned_id)
+            plan = None if unless_exists is None else self.condition(resource_type, unless_exists)
+            return await self._create(resource_type, resource, assigned_id, plan)
         query = self.condition(resource_type, if_none_exist)
-        # Two conditional writes with one condition must not both create (in this process;
-        # across worker processes see docs/api.md).
+        # Conditional writes with one condition queue here in this process; the store checks
+        # the condition again in the write transaction, for writers in other processes.
         async with self._locks.hold(("condition", query.resource_types, query.where)):
-            matches = await self._matches(query)
-            if len(matches) > 1:
-                raise PreconditionFailed(
-                    f"If-None-Exist matches more than one {resource_type}",
-                    rofecare_code="rofecare-1201",
-                )
-            if matches:
-                return WriteResult(matches[0], created=False, changed=False)
-            return await self._create(resource_type, resource, assigned_id)
+            for _ in range(MAX_ATTEMPTS):
+                matches = await self._matches(query)
+                if len(matches) > 1:
+                    raise PreconditionFailed(
+                        f"If-None-Exist matches more than one {resource_type}",
+                        rofecare_code="rofecare-1201",
+                    )
+                if matches:
+                    return WriteResult(matches[0], created=False, changed=False)
+                try:
+                    return await self._create(resource_type, resource, assigned_id, query)
+                except ConditionMatched:
+                    continue  # another process created a match meanwhile: answer with it
+        raise _lost_race(resource_type, assigned_id or "(new)")
 
     async def _create(
-        self, resource_type: str, resource: dict[str, Any], assigned_id: str | None = None
+        self,
+        resource_type: str,
+        resource: dict[str, Any],
+        assigned_id: str | None = None,
+        unless_exists: SearchPlan | None = None,
     ) -> WriteResult:
         resource = dict(resource)
         resource["id"] = assigned_id or new_id()
-        return await self._put_version(resource_type, resource["id"], resource, None, "POST")
+        return await self._put_version(
+            resource_type, resource["id"], resource, None, "POST", unless_exists
+        )
 
     async def update(
         self,
@@ -282,7 +298,12 @@ class ResourceService:
         await self.validate(without_server_meta(resource), resource_type)
         query = self.condition(resource_type, criteria)
         async with self._locks.hold(("condition", query.resource_types, query.where)):
-            return await self._conditional_update(resource_type, query, resource, if_match)
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    return await self._conditional_update(resource_type, query, resource, if_match)
+                except ConditionMatched:
+                    continue  # another process created a match meanwhile: update that one
+        raise _lost_race(resource_type, "(new)")
 
     async def _conditional_update(
         self,
@@ -322,7 +343,7 @@ class ResourceService:
                     rofecare_code="rofecare-1209",
                 )
             return await self.update(resource_type, body_id, resource)
-        return await self._create(resource_type, resource)
+        return await self._create(resource_type, resource, unless_exists=query)
 
     async def patch(
         self,
@@ -435,6 +456,7 @@ class ResourceService:
         resource: dict[str, Any],
         current: StoredVersion | None,
         method: Method,
+        unless_exists: SearchPlan | None = None,
     ) -> WriteResult:
         """Persist ``resource`` as the version after ``current`` (None: a new resource)."""
         moment = now_utc()
@@ -461,6 +483,7 @@ class ResourceService:
             body=data,
             entries=entries,
             full_text=text,
+            unless_exists=unless_exists,
         )
         version = await self._persist(record)
         return WriteResult(version, created=current is None or current.deleted)

@@ -30,12 +30,27 @@ class VersionConflict(Exception):
         self.current_version = current_version
 
 
+class ConditionMatched(VersionConflict):
+    """A conditional create found, inside the write transaction, a resource matching its
+    condition that appeared after the condition was first searched (another writer, perhaps
+    in another process, created it meanwhile): nothing of the write is persisted, and the
+    service answers with the match instead."""
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(resource_type, resource_id, None)
+
+
 @dataclass(frozen=True)
 class WriteRecord:
     """One new version, ready to persist.
 
     ``previous_version`` is the version this write replaces: 0 when the resource must not
     exist yet (create), else the current version seen when the record was prepared.
+    ``unless_exists`` makes a conditional create atomic: the store persists the record's
+    write only if no current resource matches this plan, checked in the write transaction
+    after every write committed or queued before it (else ``ConditionMatched``). A search
+    before the write is not enough: two worker processes share no lock, and both found
+    nothing.
     """
 
     resource_type: str
@@ -47,6 +62,7 @@ class WriteRecord:
     body: bytes | None
     entries: tuple[IndexEntry, ...] = field(default_factory=tuple)
     full_text: FullText | None = None
+    unless_exists: SearchPlan | None = None
 
     @property
     def deleted(self) -> bool:

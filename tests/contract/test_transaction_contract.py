@@ -402,3 +402,77 @@ async def test_transactions_of_two_servers_on_one_store_retry_on_conflict(stack:
         ]
         assert marks[0]["name"] == marks[1]["name"], version
     assert (await stack.resources.read("Patient", "a")).version_id == 5
+
+
+@pytest.fixture
+async def two_servers(
+    store_factory: StoreFactory, tmp_path: Path
+) -> AsyncIterator[tuple[Stack, Stack]]:
+    """Two stores opened on one database, each under its own services: two worker
+    processes in all but the process boundary (no shared lock, cache or writer)."""
+    first, second = store_factory(tmp_path), store_factory(tmp_path)
+    await first.open()
+    await second.open()
+    try:
+        yield Stack(first), Stack(second)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_conditional_creates_on_two_servers_create_one_resource(
+    two_servers: tuple[Stack, Stack],
+) -> None:
+    """If-None-Exist holds across worker processes: the condition is checked again inside
+    the write transaction, so of several simultaneous creates exactly one creates."""
+    servers = two_servers
+    condition = f"identifier={MRN}|900"
+
+    async def create(n: int) -> bool:
+        server = servers[n % 2]
+        result = await server.resources.create("Patient", patient("900"), if_none_exist=condition)
+        return result.created
+
+    created = await asyncio.wait_for(asyncio.gather(*(create(n) for n in range(8))), 60)
+    assert created.count(True) == 1
+    assert len(await servers[0].stored("Patient")) == 1
+
+    async def transaction(n: int) -> list[int]:
+        server = servers[n % 2]
+        outcome = await server.run(
+            [
+                post(patient("901"), "urn:uuid:c0000000-0000-0000-0000-00000000000" + str(n),
+                     ifNoneExist=f"identifier={MRN}|901"),
+                post(observation("urn:uuid:c0000000-0000-0000-0000-00000000000" + str(n))),
+            ]
+        )  # fmt: skip
+        return [item.status for item in outcome.entries]
+
+    statuses = await asyncio.wait_for(asyncio.gather(*(transaction(n) for n in range(6))), 60)
+    assert sorted(s[0] for s in statuses) == [200] * 5 + [201]
+    patients = [
+        p for p in await servers[1].stored("Patient") if p["identifier"][0]["value"] == "901"
+    ]
+    assert len(patients) == 1
+    subjects = {o["subject"]["reference"] for o in await servers[1].stored("Observation")}
+    assert subjects == {f"Patient/{patients[0]['id']}"}
+
+
+async def test_conditional_updates_on_two_servers_create_one_resource(
+    two_servers: tuple[Stack, Stack],
+) -> None:
+    servers = two_servers
+
+    async def update(n: int) -> bool:
+        result = await servers[n % 2].resources.conditional_update(
+            "Patient", f"identifier={MRN}|902", patient("902", gender="other")
+        )
+        return result.created
+
+    created = await asyncio.wait_for(asyncio.gather(*(update(n) for n in range(8))), 60)
+    assert created.count(True) == 1
+    matching = [
+        p for p in await servers[0].stored("Patient") if p["identifier"][0]["value"] == "902"
+    ]
+    assert len(matching) == 1
+    assert matching[0]["meta"]["versionId"] == "8"

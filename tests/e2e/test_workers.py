@@ -156,3 +156,26 @@ def test_a_search_parameter_written_on_one_worker_is_known_to_every_worker(
         )
         assert bundle.status_code == 200, bundle.text
         assert {entry["resource"]["id"] for entry in bundle.json()["entry"]} == ids
+
+
+def test_conditional_creates_through_both_workers_create_one(two_workers: RunningServer) -> None:
+    base = two_workers.base
+    value = uuid.uuid4().hex
+    body = {**patient(), "identifier": [{"system": "urn:oid:2.999.1.1", "value": value}]}
+
+    def create(index: int, session: requests.Session) -> int:
+        response = requests.post(
+            f"{base}/Patient",
+            json=body,
+            headers={
+                "If-None-Exist": f"identifier=urn:oid:2.999.1.1|{value}",
+                "Connection": "close",
+            },
+            timeout=30,
+        )
+        return response.status_code
+
+    statuses = run_in_threads(8, create)
+    assert sorted(statuses) == [200] * 7 + [201]
+    found = requests.get(f"{base}/Patient", params={"identifier": f"urn:oid:2.999.1.1|{value}"})
+    assert len(found.json()["entry"]) == 1

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from fhir_server.errors import SearchTooLong, StoreUnavailable
 from fhir_server.model.instant import to_micros
 from fhir_server.search.plan import SearchPlan
 from fhir_server.storage.base import (
+    ConditionMatched,
     CurrentPage,
     HistoryPage,
     HistoryQuery,
@@ -386,10 +387,7 @@ class SqliteStore:
         outcomes: list[BaseException | None]
 
         def run(connection: sqlite3.Connection) -> list[BaseException | None]:
-            jobs = [job.records for job in batch]
-            return self._write_batch(
-                connection, jobs, self._pid_function(connection), self._multiple
-            )
+            return self._write_jobs(connection, [job.records for job in batch])
 
         try:
             outcomes = self._in_transaction(run)
@@ -401,6 +399,43 @@ class SqliteStore:
         if self._writes_since_analyze >= ANALYZE_EVERY_WRITES:
             self._writes_since_analyze = 0
             self._analyze()
+
+    def _write_jobs(
+        self, connection: sqlite3.Connection, jobs: Sequence[Sequence[WriteRecord]]
+    ) -> list[BaseException | None]:
+        """Write the jobs of one group commit; a job holding a conditional create first
+        searches its condition, which must see every job before it, so the jobs queued
+        before it are written first."""
+        pid = self._pid_function(connection)
+        outcomes: list[BaseException | None] = []
+        pending: list[Sequence[WriteRecord]] = []
+        for job in jobs:
+            conditional = [record for record in job if record.unless_exists is not None]
+            if not conditional:
+                pending.append(job)
+                continue
+            if pending:
+                outcomes += self._write_batch(connection, pending, pid, self._multiple)
+                pending = []
+            matched = self._condition_matched(connection, conditional)
+            if matched is not None:
+                outcomes.append(matched)
+                continue
+            outcomes += self._write_batch(connection, [job], pid, self._multiple)
+        if pending:
+            outcomes += self._write_batch(connection, pending, pid, self._multiple)
+        return outcomes
+
+    def _condition_matched(
+        self, connection: sqlite3.Connection, records: Sequence[WriteRecord]
+    ) -> ConditionMatched | None:
+        search = SqliteSearch(connection, self._resolver(connection))
+        for record in records:
+            assert record.unless_exists is not None
+            plan = replace(record.unless_exists, count=1, total="none")
+            if search.run(plan).matches:
+                return ConditionMatched(record.resource_type, record.resource_id)
+        return None
 
     def _analyze(self) -> None:
         """Refresh the statistics SQLite's planner chooses indexes by (sampled, so it takes
