@@ -19,12 +19,16 @@ from fhir_server.definitions import Definitions, load_definitions
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
 from fhir_server.services.bundles import BundleService
+from fhir_server.services.operations import OperationRegistry
 from fhir_server.services.resources import ResourceService
 from fhir_server.services.search import SearchService
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.validation.structure import StructureValidator
+
+OPERATION_PLUGINS = ("operations",)
+"""Packages whose ``register(registry)`` adds $operations (imported by name, never statically)."""
 
 
 def build_store(settings: Settings) -> ResourceStore:
@@ -108,8 +112,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.state.bundles = core.bundles
     app.state.store = store
     app.state.ready = False
+    operations = OperationRegistry()
+    operations.load(OPERATION_PLUGINS)
+    app.state.operations = operations
     app.state.capability = orjson.dumps(
-        capability_statement(settings, definitions, search_index.registry, to_instant(now_utc()))
+        capability_statement(
+            settings, definitions, search_index.registry, to_instant(now_utc()), operations
+        )
     )
     errors.install(app)
     app.router.routes.extend(fhir_routes(settings.base_path))

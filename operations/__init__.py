@@ -1,4 +1,15 @@
-"""Custom FHIR ``$operations`` (dispensing, billing, ...), one module per bounded context.
+"""Custom FHIR ``$operations``, one module per bounded context.
 
-Registered with the core's operation registry at start-up; none ship yet.
+The core loads this package by name at start-up (``OperationRegistry.load``) and calls
+``register``; it never imports the modules here, which use only its service layer.
 """
+
+from __future__ import annotations
+
+from fhir_server.services.operations import OperationRegistry
+from operations import everything
+
+
+def register(registry: OperationRegistry) -> None:
+    """Register every operation of this package."""
+    everything.register(registry)

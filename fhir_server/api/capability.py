@@ -12,6 +12,7 @@ from fhir_server import FHIR_VERSION, __version__
 from fhir_server.config import Settings
 from fhir_server.definitions import Definitions
 from fhir_server.search.registry import SearchParameterRegistry
+from fhir_server.services.operations import OperationRegistry
 from fhir_server.services.resources import NOT_STORED
 
 INSTANCE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance")
@@ -30,6 +31,7 @@ def capability_statement(
     definitions: Definitions,
     registry: SearchParameterRegistry,
     date: str,
+    operations: OperationRegistry | None = None,
 ) -> dict[str, Any]:
     resources = [
         {
@@ -45,7 +47,13 @@ def capability_statement(
             "conditionalRead": "full-support",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
-            "operation": [{"name": "validate", "definition": VALIDATE}],
+            "operation": [
+                {"name": "validate", "definition": VALIDATE},
+                *(
+                    {"name": operation.code, "definition": operation.url}
+                    for operation in (operations.for_type(name) if operations else ())
+                ),
+            ],
             **_search(name, registry),
         }
         for name in sorted(definitions.resource_types - NOT_STORED)

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from fhir_server.api.body import read_json
 from fhir_server.api.bundles import transaction_or_batch
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
+from fhir_server.api.operations import run_operation
 from fhir_server.api.rendering import (
     history_bundle,
     json_response,
@@ -339,6 +340,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     (TYPE + "/_history", history, ["GET"]),
     (TYPE + "/$validate", validate, ["POST"]),
     (TYPE + "/_search", type_search, ["POST"]),
+    (TYPE + "/${operation}", run_operation, ["GET", "POST"]),
     (INSTANCE, read, ["GET"]),
     (INSTANCE, update, ["PUT"]),
     (INSTANCE, patch, ["PATCH"]),
@@ -350,6 +352,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     (INSTANCE + "/_history", history, ["GET"]),
     (INSTANCE + "/_history/{version_id}", vread, ["GET"]),
     (INSTANCE + "/$validate", validate, ["POST"]),
+    (INSTANCE + "/${operation}", run_operation, ["GET", "POST"]),
     (INSTANCE + "/{target_type}", compartment_search, ["GET"]),
 ]
 

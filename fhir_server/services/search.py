@@ -6,8 +6,9 @@ Conditional interactions use the same engine (``ResourceService.find``) in stric
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from fhir_server.definitions import Definitions
 from fhir_server.definitions.registry import load_patient_compartment
@@ -15,6 +16,8 @@ from fhir_server.errors import BadRequest, NotFound
 from fhir_server.model.ids import is_valid_id
 from fhir_server.search.parser import ParsedSearch
 from fhir_server.search.plan import CompartmentMatch
+from fhir_server.search.values import ReferenceEntry
+from fhir_server.services.linked import LinkedQuery, Links, linked_plan
 from fhir_server.services.resources import NOT_STORED, ResourceService
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore, SearchPage
@@ -112,3 +115,50 @@ class SearchService:
         plan = replace(parsed.plan, where=((member,), *parsed.plan.where))
         parsed.plan = plan
         return SearchResult(parsed, await self._store.search(plan))
+
+    # -- linked resources (the engine of $everything) ------------------------------------
+
+    async def linked(self, query: LinkedQuery) -> SearchResult:
+        """One page of the resources linked to a focal resource (see ``linked.py``)."""
+        if not query.links:
+            raise ValueError("A linked search needs at least one link")
+        plan = linked_plan(query, self._index.registry)
+        return SearchResult(ParsedSearch(plan), await self._store.search(plan))
+
+    @staticmethod
+    def patient_compartment() -> Links:
+        """The official R4 Patient CompartmentDefinition: type -> parameters."""
+        return load_patient_compartment()
+
+    def reference_links(self, target_type: str, codes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Per resource type, those of the reference parameters ``codes`` that may point
+        at a ``target_type`` (a compartment drawn from the search parameters in force)."""
+        found: dict[str, tuple[str, ...]] = {}
+        for resource_type in sorted(self._definitions.resource_types - NOT_STORED):
+            usable = []
+            for code in codes:
+                parameter = self._index.registry.get(resource_type, code)
+                if (
+                    parameter is not None
+                    and parameter.type == "reference"
+                    and (not parameter.targets or target_type in parameter.targets)
+                ):
+                    usable.append(code)
+            if usable:
+                found[resource_type] = tuple(usable)
+        return found
+
+    def references(self, resource: Mapping[str, Any], codes: Sequence[str]) -> set[tuple[str, str]]:
+        """The (type, id) of the relative references ``resource`` holds in the reference
+        parameters ``codes``, read as the indexer reads them for search."""
+        if not codes:
+            return set()
+        wanted = set(codes)
+        return {
+            (entry.target_type, entry.target_id)
+            for entry in self._index.indexer.entries(dict(resource))
+            if isinstance(entry, ReferenceEntry)
+            and entry.param in wanted
+            and entry.target_type is not None
+            and entry.target_id is not None
+        }

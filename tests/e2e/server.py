@@ -80,9 +80,7 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ROFECARE_")}
 
 
-def start_server(
-    data_dir: Path, log_path: Path, extra_args: Sequence[str] = ()
-) -> RunningServer:
+def start_server(data_dir: Path, log_path: Path, extra_args: Sequence[str] = ()) -> RunningServer:
     """Start ``rofecare serve`` on a free port and return once GET /ready answers 200."""
     port = free_port()
     command = [

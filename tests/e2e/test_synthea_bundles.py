@@ -82,3 +82,37 @@ def test_every_synthea_bundle_loads_and_is_searchable(base: str) -> None:
         timeout=30,
     ).json()
     assert observations["total"] >= sample["resource_counts"].get("Observation", 0)
+
+
+@pytest.mark.e2e
+def test_everything_returns_a_loaded_patients_whole_bundle(fhir_base: str) -> None:
+    """A self-contained Synthea bundle POSTed as a transaction, then Patient/$everything read
+    over pages of 20: its patient compartment as matches, each once, and the Organization and
+    Practitioner its encounters and claims reference as includes; nothing else."""
+    path = SYNTHEA / "selfcontained" / "Luigi_Wiegand_e27d88b0-c5e5-4042-ad49-184f6a900ee3.json"
+    response = requests.post(fhir_base, data=path.read_bytes(), headers=FHIR_JSON, timeout=120)
+    assert response.status_code == 200, response.text[:600]
+    created = {
+        tuple(entry["response"]["location"].split("/")[:2]) for entry in response.json()["entry"]
+    }
+    patient_id = next(rid for kind, rid in created if kind == "Patient")
+    context = {key for key in created if key[0] in ("Organization", "Practitioner")}
+    assert len(created) == 61 and len(context) == 2
+
+    matches: list[tuple[str, ...]] = []
+    includes: set[tuple[str, ...]] = set()
+    url: str | None = f"{fhir_base}/Patient/{patient_id}/$everything?_count=20"
+    while url is not None:
+        page = requests.get(url, timeout=30).json()
+        assert page["resourceType"] == "Bundle" and page["total"] == len(created) - len(context)
+        for entry in page.get("entry", []):
+            key = (entry["resource"]["resourceType"], entry["resource"]["id"])
+            assert entry["fullUrl"] == f"{fhir_base}/{key[0]}/{key[1]}"
+            if entry["search"]["mode"] == "match":
+                matches.append(key)
+            else:
+                includes.add(key)
+        url = next((ln["url"] for ln in page["link"] if ln["relation"] == "next"), None)
+    assert matches[0] == ("Patient", patient_id)
+    assert len(matches) == len(set(matches)) and set(matches) == created - context
+    assert includes == context
