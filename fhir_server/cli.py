@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -94,6 +96,112 @@ async def _run_reindex(settings: Settings) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> int:
+    """Load FHIR files and folders into the store through the transaction/batch path."""
+    # One process: flags override the ROFECARE_* variables directly (no workers to tell).
+    flags = {name: getattr(args, name) for name in ("data_dir", "store")}
+    settings = Settings(**{name: value for name, value in flags.items() if value is not None})
+    return asyncio.run(_run_load(settings, args))
+
+
+async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fhir_server.app import build_core
+    from fhir_server.services.load_ledger import Ledger
+    from fhir_server.services.load_report import Report
+    from fhir_server.services.load_sources import Walk
+    from fhir_server.services.loading import load
+
+    paths = [Path(path) for path in args.paths]
+    data_dir = settings.data_dir
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = Report(Path(args.report) if args.report else data_dir / f"load-report-{stamp}.ndjson")
+    # The data directory holds the reports (NDJSON): never load them back, unless asked to.
+    inside = any(data_dir.resolve() in (p.resolve(), *p.resolve().parents) for p in paths)
+    walk = Walk(settings.max_bundle_bytes, exclude=() if inside else (data_dir,))
+    store_path = settings.sqlite_path()
+    base_url = settings.public_base_url or (
+        f"http://{settings.host}:{settings.port}{settings.base_path}"
+    )
+    core = build_core(settings)
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def interrupt() -> None:
+        if stop.is_set():
+            print("\nAborting: cancelling the bundles in flight", file=sys.stderr)
+            main_task.cancel()
+            return
+        stop.set()
+        print(
+            "\nStopping: the bundles in flight finish and are recorded (Ctrl-C again aborts)",
+            file=sys.stderr,
+        )
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
+    await core.store.open()
+    try:
+        await core.service.reload_search_parameters()
+        try:
+            total = await asyncio.to_thread(walk.count, paths)
+        except asyncio.CancelledError:
+            print("Aborted before loading anything", file=sys.stderr)
+            return 130
+        with tqdm(total=total, unit="resource", file=sys.stderr, desc="load") as bar:
+            summary = await load(
+                core.bundles,
+                core.store,
+                walk,
+                paths,
+                ledger=Ledger(data_dir / "load-ledger.sqlite3", str(store_path.resolve())),
+                report=report,
+                base_url=base_url,
+                concurrency=args.concurrency,
+                restart=args.restart,
+                progress=bar.update,
+                notice=lambda text: bar.write(text, file=sys.stderr),
+                stop=stop,
+            )
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        report.close()
+        await core.store.close()
+    main_task.uncancel()
+    print(
+        f"Loaded {summary.files:,} files ({summary.bundles:,} bundles) in "
+        f"{summary.seconds:.1f} s: {summary.loaded:,} resources, {summary.rate:,.0f} resources/s"
+        f"\n  created {summary.created:,}, updated {summary.updated:,}, "
+        f"unchanged {summary.unchanged:,}, skipped {summary.skipped:,} (loaded before), "
+        f"failed {summary.failed:,}",
+        file=sys.stderr,
+    )
+    if summary.retried_bundles:
+        print(
+            f"  {summary.retried_bundles:,} bundles waited for resources loaded after them",
+            file=sys.stderr,
+        )
+    if summary.ignored_files:
+        print(f"  {summary.ignored_files:,} JSON files are no FHIR data: ignored", file=sys.stderr)
+    print(f"  report: {report.path} ({summary.failures:,} failures)", file=sys.stderr)
+    if summary.interrupted:
+        waiting = f"; {summary.waiting:,} resources were still waiting" if summary.waiting else ""
+        print(f"Interrupted: run the same command again to resume{waiting}", file=sys.stderr)
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rofecare", description="Rofecare FHIR R4 server")
     parser.add_argument("--version", action="version", version=f"rofecare {__version__}")
@@ -118,6 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("--store", help="'sqlite' (default) or sqlite:///path/to/file")
     rebuild.set_defaults(handler=_reindex)
+    loader = commands.add_parser(
+        "load",
+        help="load FHIR JSON/NDJSON files and folders into the store (resumable)",
+        description="Bundles (transaction, batch, collection, searchset), single resources "
+        "and NDJSON (.ndjson, .ndjson.gz, .json.gz) go through the same code as POST /fhir; "
+        "resources with an id are PUT by id. Failures go to the report (NDJSON); re-running "
+        "skips what is already loaded. Exit status 0 when nothing failed, else 1.",
+    )
+    loader.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    loader.add_argument(
+        "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"
+    )
+    loader.add_argument("--store", help="'sqlite' (default) or sqlite:///path/to/file")
+    loader.add_argument(
+        "--report", help="failures, one JSON per line (default DATA_DIR/load-report-TIME.ndjson)"
+    )
+    loader.add_argument(
+        "--concurrency", type=_positive, default=4, help="bundles in flight at once (default 4)"
+    )
+    loader.add_argument(
+        "--restart", action="store_true", help="ignore the resume ledger: load everything again"
+    )
+    loader.set_defaults(handler=_load)
     return parser
 
 

@@ -1,0 +1,83 @@
+"""The report of ``rofecare load``: one JSON object per failure, written as it happens.
+
+Each line says where the failure is in the input, in the input's own terms (the file, and
+its ``Bundle.entry`` index or NDJSON line, not the index in the Bundle the loader built),
+and what the server answered: HTTP status, OperationOutcome issue type, Rofecare code,
+diagnostics and FHIRPath expressions, as ``POST /fhir`` would have answered them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from fhir_server.errors import FhirError
+from fhir_server.services.load_sources import Unit
+
+ENTRY_PATH = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+class Report:
+    """Failures, one JSON object per line, written as they happen (flushed each time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(orjson.dumps(record).decode() + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def failure_record(
+    unit: Unit, indices: tuple[int, ...], entry: int | None, error: FhirError
+) -> dict[str, Any]:
+    """A report line: where the failing entry is in its file, and the OperationOutcome."""
+    record: dict[str, Any] = {"file": unit.source}
+    if entry is None:
+        return {**record, **outcome_fields(error)}
+    index = indices[entry]
+    position = unit.positions[index]
+    record["line" if unit.by_line else "entry"] = position
+    resource = unit.entries[index].get("resource") if index < len(unit.entries) else None
+    if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+        name = resource["resourceType"]
+        record["resource"] = f"{name}/{resource['id']}" if "id" in resource else name
+    kind = str(record.get("resource", "")).split("/")[0]
+
+    def relocate(text: str, *, expression: bool) -> str:
+        """``Bundle.entry[i]`` of the Bundle processed, as the file's entry or line."""
+        found = ENTRY_PATH.match(text)
+        if found is None or int(found.group(1)) != entry:
+            return text
+        rest = text[found.end() :]
+        if not unit.by_line:
+            return f"Bundle.entry[{position}]{rest}"
+        if not expression:
+            return f"line {position}{rest}"
+        return kind + rest.removeprefix(".resource") if kind else text
+
+    outcome = outcome_fields(error)
+    outcome["diagnostics"] = relocate(outcome["diagnostics"], expression=False)
+    outcome["expression"] = [relocate(path, expression=True) for path in outcome["expression"]]
+    return {**record, **outcome}
+
+
+def outcome_fields(error: FhirError) -> dict[str, Any]:
+    """The OperationOutcome in brief: its first issue, and the paths of all its issues (a
+    resource breaking the schema in three places names the three)."""
+    issue = error.issues[0]
+    paths = [path for each in error.issues for path in each.expression]
+    return {
+        "status": error.status,
+        "code": issue.rofecare_code or error.rofecare_code,
+        "issue": issue.code,
+        "diagnostics": issue.diagnostics,
+        "expression": list(dict.fromkeys(paths)),
+    }

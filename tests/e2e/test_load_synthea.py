@@ -1,0 +1,66 @@
+"""``rofecare load`` on all of ../shared/data/synthea, as a user would run it.
+
+No order is given: the folder is walked in sorted order, so the ``conditional/`` patients
+come before the ``prerequisites/`` they reference and wait for them (their folder's retry),
+and the ``selfcontained/`` bundles, which create the same hospitals again, come after.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import make_client
+
+SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea"
+
+
+def _run(data: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "fhir_server", "load", str(SYNTHEA), "--data-dir", str(data)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def _counts(stderr: str) -> dict[str, int]:
+    found = re.search(
+        r"created ([\d,]+), updated ([\d,]+), unchanged ([\d,]+), "
+        r"skipped ([\d,]+) \(loaded before\), failed ([\d,]+)",
+        stderr,
+    )
+    assert found is not None, stderr
+    names = ("created", "updated", "unchanged", "skipped", "failed")
+    return {n: int(v.replace(",", "")) for n, v in zip(names, found.groups(), strict=True)}
+
+
+@pytest.mark.slow
+def test_rofecare_load_loads_all_of_synthea_once(tmp_path: Path) -> None:
+    manifest = json.loads((SYNTHEA / "manifest.json").read_text())
+    expected: Counter[str] = Counter()
+    for item in manifest:  # the patients and the two prerequisite batches
+        expected.update(item["resource_counts"])
+    total = sum(expected.values())
+    data = tmp_path / "data"
+
+    first = _run(data)
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _counts(first.stderr) == dict(created=total, updated=0, unchanged=0, skipped=0, failed=0)
+    report = re.search(r"report: (\S+) \((\d+) failures\)", first.stderr)
+    assert report is not None and report.group(2) == "0"
+    assert Path(report.group(1)).read_text() == ""
+    with make_client(data) as client:
+        for resource_type, count in sorted(expected.items()):
+            answer = client.get(f"/fhir/{resource_type}?_summary=count").json()
+            assert answer["total"] == count, resource_type
+
+    second = _run(data)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert _counts(second.stderr) == dict(
+        created=0, updated=0, unchanged=0, skipped=total, failed=0
+    )
