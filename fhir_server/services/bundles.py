@@ -176,6 +176,7 @@ class BundleService:
     async def _attempts(self, entries: list[ParsedEntry], base_url: str) -> list[EntryOutcome]:
         for attempt in range(TRANSACTION_ATTEMPTS):
             fresh = [copy.copy(entry) for entry in entries]
+            await self._resources.refresh_search_parameters()  # once, not per entry
             stage, token = start_stage()
             try:
                 outcomes = await self._stage_writes(fresh)

@@ -465,7 +465,8 @@ class ResourceService:
         body = with_meta({**resource, "id": resource_id}, version_id, to_instant(moment))
         if resource_type == "SearchParameter":
             self._search_index.check_definition(body)
-        await self.refresh_search_parameters()
+        if active_stage() is None:  # a transaction refreshed them once as it began
+            await self.refresh_search_parameters()
         data = orjson.dumps(body)
         if len(data) > self._max_resource_bytes:
             raise PayloadTooLarge(
