@@ -87,6 +87,10 @@ def _wrk_version() -> str:
 # -- docs/benchmarks.md ----------------------------------------------------------------------
 
 
+def _workers(count: int) -> str:
+    return "one uvicorn worker" if count == 1 else f"{count} uvicorn worker processes"
+
+
 @dataclass
 class Run:
     """Everything a docs page needs from one run."""
@@ -97,6 +101,7 @@ class Run:
     connections: int
     threads: int
     patients: int
+    workers: int
     results: list[Result]
     baselines: list[Result]
     profile: Profile | None
@@ -151,13 +156,15 @@ def render(run: Run) -> str:
         "```",
         "",
         "Needs `wrk` (`apt-get install wrk`); `--profile` needs `py-spy` (`pip install py-spy`).",
-        "Other options: `--duration`, `--connections`, `--threads`, `--patients`, `--warmup`,",
+        "Other options: `--workers` (of `rofecare serve`, 1), `--duration`, `--connections`,",
+        "`--threads`, `--patients`, `--warmup`,",
         "`--port`, `--keep` (keep the temporary data directory). The page is rewritten whole",
         'except the "What limits it" section, which is written by hand.',
         "",
         "## What is measured",
         "",
-        "- The server is `rofecare serve` as shipped: one uvicorn worker, the embedded SQLite",
+        f"- The server is `rofecare serve --workers {run.workers}` ({_workers(run.workers)}),"
+        " the embedded SQLite",
         "  store with `synchronous=FULL` (an acknowledged write is on disk), a fresh data",
         "  directory under the system temporary directory. The benchmark starts it, waits for",
         "  `GET /ready`, and stops it with SIGTERM (then SIGKILL) whatever happens.",
@@ -173,8 +180,9 @@ def render(run: Run) -> str:
         "- Latency is wrk's, per request, from send to last byte. Any non-2xx answer or socket",
         "  error fails the scenario.",
         "- CPU columns are shares of one core over the run (100 % = one core, the machine has",
-        "  the CPUs listed below): the server process (all threads), its main thread (where",
-        "  uvicorn runs the event loop), the kernel part of the server's time, wrk (it runs on",
+        "  the CPUs listed below): the server's processes (all threads), their main threads",
+        "  (where uvicorn runs the event loops), the kernel part of the server's time, wrk (it",
+        "  runs on",
         "  the same machine), and every other program (a high figure there means a noisy run).",
         "- Repeated runs on an otherwise idle machine differ by about 10 %; compare changes",
         "  with several runs, not one.",

@@ -241,15 +241,37 @@ class Cpu:
 
 
 def cpu_snapshot(server: Server) -> Cpu:
+    """CPU of the server and of every process under it (``--workers N`` runs the event
+    loops in child processes of a supervisor)."""
     assert server.process is not None
-    pid = server.process.pid
-    user, system = _task_cpu(Path(f"/proc/{pid}/stat"))
-    loop = sum(_task_cpu(Path(f"/proc/{pid}/task/{pid}/stat")))
+    user = system = loop = 0.0
+    for pid in _process_tree(server.process.pid):
+        try:
+            process_user, process_system = _task_cpu(Path(f"/proc/{pid}/stat"))
+            loop += sum(_task_cpu(Path(f"/proc/{pid}/task/{pid}/stat")))
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        user += process_user
+        system += process_system
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     # /proc/stat "cpu": user nice system idle iowait irq softirq steal ... (clock ticks)
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     busy = sum(ticks[0:3]) + sum(ticks[5:7])
     return Cpu(user, system, loop, usage.ru_utime + usage.ru_stime, busy / _CLOCK_TICKS)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc's children lists."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        queue.extend(int(child) for child in children)
+    return found
 
 
 def _task_cpu(stat: Path) -> tuple[float, float]:

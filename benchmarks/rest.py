@@ -112,6 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="discarded seconds first (2)")
     parser.add_argument("--patients", type=int, default=1000, help="Patients to seed (1000)")
     parser.add_argument("--port", type=int, default=0, help="server port (a free one)")
+    parser.add_argument("--workers", type=int, default=1, help="rofecare serve --workers (1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--baseline", action="store_true", help="also a bare FastAPI+SQLite read")
     parser.add_argument(
@@ -123,8 +124,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--write-docs", action="store_true", help="rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.connections < 1 or args.threads < 1 or args.patients < 1:
-        parser.error("--duration, --connections, --threads and --patients must be positive")
+    counts = (args.duration, args.connections, args.threads, args.patients, args.workers)
+    if min(counts) < 1:
+        parser.error(
+            "--duration, --connections, --threads, --patients and --workers must be positive"
+        )
     args.threads = min(args.threads, args.connections)
     return args
 
@@ -139,6 +143,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     data = work / "data"
     port = args.port or free_port()
     argv = [rofecare, "serve", "--port", str(port), "--data-dir", str(data)]
+    argv += ["--workers", str(args.workers)]
     results: list[report.Result] = []
     profiled: report.Profile | None = None
     baselines: list[report.Result] = []
@@ -178,6 +183,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 connections=args.connections,
                 threads=args.threads,
                 patients=args.patients,
+                workers=args.workers,
                 results=results,
                 baselines=baselines,
                 profile=profiled,

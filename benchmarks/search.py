@@ -208,7 +208,7 @@ def _pct(values: list[float] | tuple[float, ...], share: float) -> float:
 # -- writes with and without indexing ------------------------------------------------------------
 
 
-def writes(load: Load, patients: int, work: Path) -> Writes:
+def writes(load: Load, patients: int, work: Path, workers: int = 1) -> Writes:
     """rest.py's create scenario, on a fresh data directory per setting."""
     outcome = Writes()
     if "search_indexing" not in Settings.model_fields:
@@ -218,7 +218,8 @@ def writes(load: Load, patients: int, work: Path) -> Writes:
         for indexing in (True, False):
             flag = "true" if indexing else "false"
             port = free_port()
-            argv = ["env", f"ROFECARE_SEARCH_INDEXING={flag}", *serve(port, work / f"w-{flag}")]
+            data_dir = work / f"w-{flag}"
+            argv = ["env", f"ROFECARE_SEARCH_INDEXING={flag}", *serve(port, data_dir, workers)]
             name = f"create, indexing {'on' if indexing else 'off'}"
             print(f"{name}: seeding {patients:,} Patients, then {load.duration} s ...", flush=True)
             with running(Server(name, argv, port, work / f"writes-{flag}.log")) as server:
@@ -254,9 +255,10 @@ def _check_indexing(port: int, seeded: list[dict[str, Any]], indexing: bool) -> 
 # -- the run -------------------------------------------------------------------------------------
 
 
-def serve(port: int, data_dir: Path) -> list[str]:
+def serve(port: int, data_dir: Path, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "fhir_server", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--data-dir", str(data_dir)]  # fmt: skip
+            "--port", str(port), "--data-dir", str(data_dir),
+            "--workers", str(workers)]  # fmt: skip
 
 
 def measure_query(server: Server, row: Row, load: Load, single: Load | None, work: Path) -> None:
@@ -302,7 +304,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     warnings: list[str] = []
     port = args.port or free_port()
     print(f"server on port {port}, data in {args.data_dir}", flush=True)
-    with running(Server("rofecare", serve(port, args.data_dir), port, work / "server.log")) as srv:
+    argv = serve(port, args.data_dir, args.workers)
+    with running(Server("rofecare", argv, port, work / "server.log")) as srv:
         status, body = get(port, "/fhir/metadata")
         if status != 200:
             raise BenchmarkError(f"/fhir/metadata answered {status}: {body[:200]!r}")
@@ -319,7 +322,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         pages = paging(port, args.pages, args.walks, args.paging_budget)
     outcome = Writes(failure="skipped (--skip-writes)", skipped=True)
     if not args.skip_writes:
-        outcome = writes(load, args.write_patients, work)
+        outcome = writes(load, args.write_patients, work, args.workers)
     verdicts = targets(rows, outcome)
     failed = summarise(rows, pages, outcome, verdicts, warnings)
     if args.write_docs and failed:
@@ -333,6 +336,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 duration=args.duration,
                 connections=args.connections,
                 threads=args.threads,
+                workers=args.workers,
                 latency_connections=args.latency_connections,
                 dataset=data,
                 rows=rows,
@@ -396,6 +400,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write-patients", type=int, default=1000, help="seeded before creates")
     parser.add_argument("--skip-writes", action="store_true", help="no indexing on/off writes")
     parser.add_argument("--port", type=int, default=0, help="server port (a free one)")
+    parser.add_argument("--workers", type=int, default=1, help="rofecare serve --workers (1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the Search section")
     args = parser.parse_args(argv)

@@ -72,6 +72,7 @@ class SearchRun:
     duration: int
     connections: int
     threads: int
+    workers: int
     latency_connections: int
     dataset: Dataset
     rows: list[Row]
@@ -172,7 +173,8 @@ def render(run: SearchRun) -> str:
         "",
         "Needs `wrk`. The data is cached in `--data-dir` (`/tmp/rofecare-search-bench`) and",
         "loaded again when the request or the search/storage code changed (`--reload` forces it).",
-        "Other options: `--duration`, `--connections`, `--threads`, `--warmup`, `--pages`,",
+        "Other options: `--workers` (1), `--duration`, `--connections`, `--threads`, `--warmup`,",
+        "`--pages`,",
         "`--walks`, `--paging-budget`, `--skip-writes`, `--write-patients`, `--smith-share`.",
         "",
         "### What is measured",
@@ -191,6 +193,7 @@ def render(run: SearchRun) -> str:
         f" ({data.busiest_patient_observations:,}; the median patient has"
         f" {data.median_patient_observations:,}): `_revinclude` answers one Patient and all"
         " its Observations: the heavy end of opening a patient's chart.",
+        f"- The server is `rofecare serve --workers {run.workers}` (queries and writes alike).",
         f"- wrk replays each query for {run.duration} s with {run.connections} keep-alive"
         f" connections on {run.threads} threads (as `benchmarks/rest.py`; targets are judged"
         f" on these figures), then with {run.latency_connections or 'no'} connection"
