@@ -332,10 +332,11 @@ class SqliteStore:
         return await self._on_reader(run)
 
     def _resolver(
-        self, connection: sqlite3.Connection
+        self, connection: sqlite3.Connection, *, remember: bool = True
     ) -> Callable[[tuple[str, ...], str], list[int]]:
         """Parameter ids for a search: from the cache, else the table (another process may
-        have interned them); a parameter no resource ever had has no id and matches nothing."""
+        have interned them); a parameter no resource ever had has no id and matches nothing.
+        ``remember=False`` inside a write transaction: an id it reads may be uncommitted."""
 
         def resolve(scope: tuple[str, ...], code: str) -> list[int]:
             if not scope:
@@ -351,7 +352,9 @@ class SqliteStore:
                     ).fetchone()
                     if row is None:
                         continue
-                    pid = self._pid_cache.setdefault((resource_type, code), row[0])
+                    pid = row[0]
+                    if remember:
+                        self._pid_cache.setdefault((resource_type, code), pid)
                 pids.append(pid)
             return pids
 
@@ -429,7 +432,7 @@ class SqliteStore:
     def _condition_matched(
         self, connection: sqlite3.Connection, records: Sequence[WriteRecord]
     ) -> ConditionMatched | None:
-        search = SqliteSearch(connection, self._resolver(connection))
+        search = SqliteSearch(connection, self._resolver(connection, remember=False))
         for record in records:
             assert record.unless_exists is not None
             plan = replace(record.unless_exists, count=1, total="none")
