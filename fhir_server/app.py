@@ -65,6 +65,7 @@ def build_core(settings: Settings) -> Core:
         default_count=settings.default_page_size,
         max_count=settings.max_page_size,
         enabled=settings.search_indexing,
+        total_limit=settings.search_total_limit,
     )
     service = ResourceService(
         store,

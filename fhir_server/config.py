@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     allow_client_ids: bool = Field(
         default=True, description="PUT to a new id creates it (update-as-create)"
     )
+    search_total_limit: int = Field(
+        default=1000,
+        ge=0,
+        description="A search without _total carries Bundle.total when at most this many match",
+    )
     search_timeout_seconds: float = Field(
         default=30.0, gt=0, description="A search running longer is stopped with a 503"
     )

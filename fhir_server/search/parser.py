@@ -104,11 +104,13 @@ class SearchParser:
         *,
         default_count: int = 50,
         max_count: int = 1000,
+        total_limit: int = 1000,
     ) -> None:
         self._registry = registry
         self._is_type = is_type
         self._default_count = default_count
         self._max_count = max_count
+        self._total_limit = total_limit
 
     def parse(
         self,
@@ -126,7 +128,7 @@ class SearchParser:
         parsed = ParsedSearch(SearchPlan(tuple(resource_types), ()))
         where: list[AnyOf] = []
         sort: tuple[SortKey, ...] = ()
-        count, cursor, total = self._default_count, None, "accurate"
+        count, cursor, total = self._default_count, None, "bounded"
         includes: list[Include] = []
         types = tuple(resource_types)
         for name, value in pairs:
@@ -176,6 +178,8 @@ class SearchParser:
                 )
         if parsed.summary == "count":
             count = 0
+            if total == "bounded":  # the count is all the client asked for
+                total = "accurate"
         parsed.plan = SearchPlan(
             resource_types=types,
             where=tuple(where),
@@ -183,6 +187,7 @@ class SearchParser:
             count=count,
             cursor=cursor,
             total=total,  # type: ignore[arg-type]
+            total_limit=self._total_limit,
             includes=tuple(includes),
         )
         return parsed

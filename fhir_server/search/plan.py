@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 Operator = Literal["<", "<=", ">", ">=", "="]
-TotalMode = Literal["none", "estimate", "accurate"]
+TotalMode = Literal["none", "bounded", "estimate", "accurate"]
+"""``bounded`` is the default when a search names no ``_total``: the exact total when at most
+``SearchPlan.total_limit`` resources match, else none (counting a large result set costs
+more than finding its first page, and R4 makes ``Bundle.total`` optional unless
+``_total=accurate`` asks for it)."""
 
 
 @dataclass(frozen=True)
@@ -202,4 +206,5 @@ class SearchPlan:
     count: int = 50
     cursor: str | None = None
     total: TotalMode = "accurate"
+    total_limit: int = 1000  # for total="bounded"
     includes: tuple[Include, ...] = ()

@@ -29,11 +29,13 @@ class SearchIndex:
         default_count: int,
         max_count: int,
         enabled: bool = True,
+        total_limit: int = 1000,
     ) -> None:
         self._base = base
         self._is_type = is_type
         self._default_count = default_count
         self._max_count = max_count
+        self._total_limit = total_limit
         self.enabled = enabled
         self._install(base)
 
@@ -45,6 +47,7 @@ class SearchIndex:
             self._is_type,
             default_count=self._default_count,
             max_count=self._max_count,
+            total_limit=self._total_limit,
         )
 
     def entries(self, resource: dict[str, Any]) -> tuple[tuple[IndexEntry, ...], FullText | None]:

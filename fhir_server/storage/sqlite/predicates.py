@@ -115,11 +115,15 @@ class SqlBuilder:
             merged.append(alternatives)
         return tuple(merged)
 
-    def count_from_index(self, where: Where, scope: tuple[str, ...]) -> str | None:
+    def count_from_index(
+        self, where: Where, scope: tuple[str, ...], *, bounded: bool = False
+    ) -> str | None:
         """A COUNT answered from the driving parameter's index alone, or None.
 
         Index rows exist only for current, non-deleted resources, and a pid names one
         resource type, so when a value predicate drives, the resource table is not needed.
+        ``bounded``: the count stops after as many distinct resources as the last argument
+        (a ``?`` the caller appends), so a large result set is not walked to the end.
         """
         ordered = self._ordered(self._merged(where, scope), scope)
         if not ordered or len(ordered[0]) != 1:
@@ -135,9 +139,17 @@ class SqlBuilder:
             for alternative in self.range_alternatives(driver, scope, "d."):
                 probes = self._probes(ordered[1:], scope)
                 selects.append(f"SELECT d.rkey FROM {table} d WHERE {alternative}{probes}")
+            if bounded:  # DISTINCT streams and stops at the limit; UNION would not
+                union = " UNION ALL ".join(selects)
+                return f"SELECT COUNT(*) FROM (SELECT DISTINCT rkey FROM ({union}) LIMIT ?)"
             return f"SELECT COUNT(*) FROM ({' UNION '.join(selects)})"
         table, condition = self.value_condition(driver, scope, "d.")
         probes = self._probes(ordered[1:], scope)
+        if bounded:
+            return (
+                f"SELECT COUNT(*) FROM (SELECT DISTINCT d.rkey FROM {table} d "
+                f"WHERE {condition}{probes} LIMIT ?)"
+            )
         return f"SELECT COUNT(DISTINCT d.rkey) FROM {table} d WHERE {condition}{probes}"
 
     def _probes(self, where: list[AnyOf], scope: tuple[str, ...]) -> str:

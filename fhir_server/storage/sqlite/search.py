@@ -74,7 +74,11 @@ class SqliteSearch:
 
     def run(self, plan: SearchPlan) -> SearchPage:
         direction, after = _decode_cursor(plan.cursor, len(plan.sort) + 1)
-        total = self._count(plan) if plan.total != "none" else None
+        total = None
+        if plan.total == "bounded":
+            total = self._count(plan, limit=plan.total_limit)
+        elif plan.total != "none":
+            total = self._count(plan)
         if plan.count == 0:
             return SearchPage([], [], total, None, None)
         rows = self._ordered_page(plan, direction, after)
@@ -112,15 +116,24 @@ class SqliteSearch:
             conditions.append(where)
         return " AND ".join(conditions)
 
-    def _count(self, plan: SearchPlan) -> int:
+    def _count(self, plan: SearchPlan, limit: int | None = None) -> int | None:
+        """The number of matches; with ``limit``, None when there are more than that (the
+        count then stops after ``limit + 1`` resources)."""
+        bounded = limit is not None
         builder = self._builder()
-        sql = builder.count_from_index(plan.where, plan.resource_types)
+        sql = builder.count_from_index(plan.where, plan.resource_types, bounded=bounded)
         if sql is None:
             builder = self._builder()
             conditions = self._conditions(plan, builder)
             sql = f"SELECT COUNT(*) FROM resource_current c WHERE {conditions}"
-        row = self._connection.execute(sql, builder.args).fetchone()
-        return int(row[0])
+            if bounded:
+                sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM resource_current c WHERE {conditions}"
+                sql += " LIMIT ?)"
+        args = list(builder.args)
+        if limit is not None:
+            args.append(limit + 1)
+        found = int(self._connection.execute(sql, args).fetchone()[0])
+        return None if limit is not None and found > limit else found
 
     def _ordered_page(
         self, plan: SearchPlan, direction: str, edge: list[Any] | None
