@@ -1,8 +1,9 @@
 """docs/benchmarks.md from a benchmark run, and the machine it ran on.
 
 Why: figures without the machine, the date and the exact command cannot be compared or
-repeated. ``--write-docs`` rewrites the page whole, except its "What limits it" section,
-which a person writes from what the figures and the profile show; it is carried over.
+repeated. ``--write-docs`` rewrites the page whole, except the sections other benchmarks
+write ("Search", "Bundles and bulk loading"; carried over) and its "What limits it" section,
+which a person writes from what the figures and the profile show; it is carried over too.
 """
 
 from __future__ import annotations
@@ -115,15 +116,18 @@ Not written yet: run with `--profile` and describe what the figures and the prof
 
 
 SEARCH_HEADING = "## Search"
+BUNDLES_HEADING = "## Bundles and bulk loading"
+# Sections other benchmarks write (search.py, bundles.py), carried over in this order.
+KEPT_HEADINGS = (SEARCH_HEADING, BUNDLES_HEADING)
 
 
 def write_docs(path: Path, run: Run) -> None:
-    """Rewrite the REST figures; keep the search section (benchmarks/search.py writes it)
-    and the hand-written limits."""
+    """Rewrite the REST figures; keep the sections other benchmarks write (search.py's,
+    bundles.py's) and the hand-written limits."""
     old = path.read_text() if path.exists() else ""
     limits = _section(old, LIMITS_HEADING) or _PLACEHOLDER_LIMITS
-    search = _section(old, SEARCH_HEADING)
-    kept = ([search.strip()] if search else []) + [limits.strip()]
+    sections = [_section(old, heading) for heading in KEPT_HEADINGS]
+    kept = [section.strip() for section in sections if section] + [limits.strip()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(run).rstrip() + "\n\n" + "\n\n".join(kept) + "\n")
 
@@ -159,7 +163,8 @@ def render(run: Run) -> str:
         "Other options: `--workers` (of `rofecare serve`, 1), `--duration`, `--connections`,",
         "`--threads`, `--patients`, `--warmup`,",
         "`--port`, `--keep` (keep the temporary data directory). The page is rewritten whole",
-        'except the "What limits it" section, which is written by hand.',
+        'except the sections `search.py` and `bundles.py` write and the "What limits it"',
+        "section, which is written by hand.",
         "",
         "## What is measured",
         "",
