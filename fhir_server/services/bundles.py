@@ -349,7 +349,8 @@ class BundleService:
                 assigned_id=entry.target_id,
                 unless_exists=entry.criteria,
             )
-            return EntryOutcome(201, write=result)
+            # 200 when another process created a match after the condition was searched.
+            return EntryOutcome(201 if result.created else 200, write=result)
         assert entry.target_id is not None
         if entry.method == "PATCH":
             result = await resources.patch(

@@ -220,9 +220,14 @@ class ResourceService:
         its conditions first); the store checks them again as it writes."""
         self.check_type(resource_type)
         await self.validate(without_server_meta(resource), resource_type)
-        if if_none_exist is None:
-            plan = None if unless_exists is None else self.condition(resource_type, unless_exists)
+        if if_none_exist is None and unless_exists is not None and active_stage() is not None:
+            # In a transaction the store's check fails the commit, which runs it all again.
+            plan = self.condition(resource_type, unless_exists)
             return await self._create(resource_type, resource, assigned_id, plan)
+        # Outside one (a batch entry), a match that appeared meanwhile is the answer.
+        if_none_exist = if_none_exist or unless_exists
+        if if_none_exist is None:
+            return await self._create(resource_type, resource, assigned_id)
         query = self.condition(resource_type, if_none_exist)
         # Conditional writes with one condition queue here in this process; the store checks
         # the condition again in the write transaction, for writers in other processes.

@@ -476,3 +476,25 @@ async def test_conditional_updates_on_two_servers_create_one_resource(
     ]
     assert len(matching) == 1
     assert matching[0]["meta"]["versionId"] == "8"
+
+
+async def test_conditional_creates_in_batches_on_two_servers_create_one_resource(
+    two_servers: tuple[Stack, Stack],
+) -> None:
+    """A batch runs each entry on its own, outside a transaction: a match that another
+    process created after the entry's condition was searched is answered, not a fault."""
+    servers = two_servers
+
+    async def batch(n: int) -> int:
+        outcome = await servers[n % 2].run(
+            [post(patient("903"), ifNoneExist=f"identifier={MRN}|903")], kind="batch"
+        )
+        assert outcome.entries[0].write is not None, outcome.entries[0]
+        return outcome.entries[0].status
+
+    statuses = await asyncio.wait_for(asyncio.gather(*(batch(n) for n in range(8))), 60)
+    assert sorted(statuses) == [200] * 7 + [201]
+    matching = [
+        p for p in await servers[0].stored("Patient") if p["identifier"][0]["value"] == "903"
+    ]
+    assert len(matching) == 1
