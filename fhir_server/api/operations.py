@@ -22,7 +22,7 @@ from fhir_server.api.negotiation import is_pretty, require_json_body, response_m
 from fhir_server.api.rendering import base_url, json_response
 from fhir_server.api.search import strict_handling
 from fhir_server.config import Settings
-from fhir_server.errors import BadRequest
+from fhir_server.errors import BadRequest, MethodNotAllowed
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.outcome import issue_json
 from fhir_server.services.operation_parameters import parse_arguments
@@ -47,6 +47,11 @@ async def run_operation(request: Request) -> Response:
     resource_id: str | None = params.get("resource_id")
     service: ResourceService = request.app.state.service
     service.check_type(resource_type)
+    if params["operation"] == "validate":  # its own POST route; any other method lands here
+        raise MethodNotAllowed(
+            "$validate takes POST with the resource or a Parameters body",
+            rofecare_code="rofecare-1405",
+        )
     registry: OperationRegistry = request.app.state.operations
     level: Level = "type" if resource_id is None else "instance"
     operation = registry.find(resource_type, params["operation"], level)

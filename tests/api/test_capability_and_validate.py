@@ -96,3 +96,8 @@ def test_validate_with_parameters_and_modes(client: TestClient, created: dict[st
     )
     assert unknown_profile.json()["issue"][0]["code"] == "not-supported"
     assert client.get(f"/fhir/Patient/{pid}").json()["meta"]["versionId"] == "1"
+
+
+def test_validate_by_get_is_405(client: TestClient, created: dict[str, Any]) -> None:
+    for url in ("/fhir/Patient/$validate", f"/fhir/Patient/{created['id']}/$validate"):
+        assert_outcome(client.get(url), 405, "rofecare-1405")
