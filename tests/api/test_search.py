@@ -224,3 +224,36 @@ def test_a_search_past_the_time_limit_is_stopped(tmp_path: Any) -> None:
         response = client.get("/fhir/Observation?_sort=-date,code")
         assert_outcome(response, 503, "rofecare-2120")
         assert client.get("/fhir/Observation/o1").status_code == 200  # reads are unaffected
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "code=http://loinc.org|8867-4",  # one token value: the index is in key order
+        "subject=Patient/p0",  # one reference value
+        "date=ge2024-01-01&date=lt2025-01-01",  # a date range: alternatives in a UNION
+        "code=http://loinc.org|8867-4&subject=Patient/p0",  # a driver and a probe
+        "date=ge2024-01-01&date=lt2025-01-01&subject=Patient/p0",  # alternatives and a probe
+    ],
+)
+def test_default_order_pages_from_the_index_forwards_and_back(ward: TestClient, query: str) -> None:
+    """Without _sort, pages come in creation order straight from the driving index; the
+    cursors go forwards and back, and a write between pages neither repeats nor skips."""
+    everything = ward.get(f"/fhir/Observation?{query}&_count=100&_total=accurate").json()
+    expected = ids(everything)
+    assert len(expected) >= 3 and everything["total"] == len(expected)
+    first = ward.get(f"/fhir/Observation?{query}&_count=2").json()
+    assert ids(first) == expected[:2] and link(first, "previous") is None
+    ward.delete(f"/fhir/Observation/{expected[2]}")
+    put(ward, observation("Patient/p0", id="late", effectiveDateTime="2024-12-01"))
+    pages, page = [first], first
+    while (next_url := link(page, "next")) is not None:
+        page = ward.get(next_url).json()
+        pages.append(page)
+    seen = [found for each in pages for found in ids(each)]
+    assert seen[:2] == expected[:2]
+    assert expected[2] not in seen and len(seen) == len(set(seen))
+    assert set(seen) - {"late"} == set(expected) - {expected[2]}
+    if len(pages) > 1:
+        back = ward.get(link(pages[-1], "previous") or "").json()
+        assert ids(back) == ids(pages[-2])

@@ -136,7 +136,8 @@ class SqlBuilder:
         if isinstance(driver, RangeMatch) and len(driver.bounds) > 1:
             table = INDEX_TABLES[driver.kind][0]
             selects = []
-            for alternative in self.range_alternatives(driver, scope, "d."):
+            for alternative, own in self._separate_alternatives(driver, scope):
+                self.args.extend(own)
                 probes = self._probes(ordered[1:], scope)
                 selects.append(f"SELECT d.rkey FROM {table} d WHERE {alternative}{probes}")
             if bounded:  # DISTINCT streams and stops at the limit; UNION would not
@@ -151,6 +152,67 @@ class SqlBuilder:
                 f"WHERE {condition}{probes} LIMIT ?)"
             )
         return f"SELECT COUNT(DISTINCT d.rkey) FROM {table} d WHERE {condition}{probes}"
+
+    def page_from_index(
+        self, where: Where, scope: tuple[str, ...], descending: bool, after: int | None
+    ) -> str | None:
+        """A page of resource keys in key order read from the driving parameter's index
+        alone, or None; the caller appends the row limit as the last argument.
+
+        As for ``count_from_index``, index rows stand for current resources of the pid's
+        type. With an equality driver (a token or reference value) the index is ordered by
+        key after the value, so the page stops after its rows instead of collecting every
+        match and looking each up in ``resource_current`` (0.02 against 0.7 ms for a page
+        of 50 of 3,904 Observations).
+        """
+        ordered = self._ordered(self._merged(where, scope), scope)
+        if not ordered or len(ordered[0]) != 1:
+            return None
+        driver = ordered[0][0]
+        if not isinstance(driver, _VALUE_PREDICATES) or (
+            isinstance(driver, RangeMatch) and driver.kind == "lastUpdated"
+        ):
+            return None
+        edge = ""
+        if after is not None:
+            edge = f" AND d.rkey {'<' if descending else '>'} ?"
+        sources = []  # "FROM ... WHERE ..." of each alternative
+        if isinstance(driver, RangeMatch) and len(driver.bounds) > 1:
+            table = INDEX_TABLES[driver.kind][0]
+            # Arguments are bound in text order: each alternative's, its probes', its edge.
+            for alternative, own in self._separate_alternatives(driver, scope):
+                self.args.extend(own)
+                probes = self._probes(ordered[1:], scope)
+                sources.append(f"FROM {table} d WHERE {alternative}{probes}{edge}")
+                if after is not None:
+                    self.args.append(after)
+        else:
+            table, condition = self.value_condition(driver, scope, "d.")
+            probes = self._probes(ordered[1:], scope)
+            sources.append(f"FROM {table} d WHERE {condition}{probes}{edge}")
+            if after is not None:
+                self.args.append(after)
+        order = "DESC" if descending else "ASC"
+        if len(sources) == 1:
+            return f"SELECT DISTINCT d.rkey {sources[0]} ORDER BY d.rkey {order} LIMIT ?"
+        union = " UNION ".join(f"SELECT d.rkey {source}" for source in sources)
+        return f"SELECT rkey FROM ({union}) ORDER BY rkey {order} LIMIT ?"
+
+    def _separate_alternatives(
+        self, driver: RangeMatch, scope: tuple[str, ...]
+    ) -> list[tuple[str, list[Any]]]:
+        """``range_alternatives`` with each alternative's own arguments, taken back off
+        ``self.args``, so that SQL placed after an alternative (probes, a keyset edge)
+        binds its arguments in text order."""
+        mark = len(self.args)
+        alternatives = self.range_alternatives(driver, scope, "d.")
+        taken, self.args[mark:] = self.args[mark:], []
+        separated: list[tuple[str, list[Any]]] = []
+        for alternative in alternatives:
+            count = alternative.count("?")
+            separated.append((alternative, taken[:count]))
+            taken = taken[count:]
+        return separated
 
     def _probes(self, where: list[AnyOf], scope: tuple[str, ...]) -> str:
         return "".join(

@@ -83,6 +83,8 @@ class SqliteSearch:
             return SearchPage([], [], total, None, None)
         rows = self._ordered_page(plan, direction, after)
         if rows is None:
+            rows = self._index_page(plan, direction, after)
+        if rows is None:
             rows = self._page(plan, direction, after)
         more = len(rows) > plan.count
         rows = rows[: plan.count]
@@ -151,6 +153,22 @@ class SqliteSearch:
         else:
             found = pages.after(edge, plan.count + 1)
         return [_Row(rkey, (value,)) for rkey, value in found]
+
+    def _index_page(
+        self, plan: SearchPlan, direction: str, after: list[Any] | None
+    ) -> list[_Row] | None:
+        """A page in the default order (by resource key) read from the driving index."""
+        if plan.sort:
+            return None
+        builder = self._builder()
+        edge = None if after is None else int(after[-1])
+        sql = builder.page_from_index(
+            plan.where, plan.resource_types, direction == "previous", edge
+        )
+        if sql is None:
+            return None
+        builder.args.append(plan.count + 1)
+        return [_Row(row[0], ()) for row in self._connection.execute(sql, builder.args)]
 
     def _page(self, plan: SearchPlan, direction: str, after: list[Any] | None) -> list[_Row]:
         builder = self._builder()
