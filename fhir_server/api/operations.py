@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlencode
-from uuid import uuid4
 
 import orjson
 from starlette.requests import Request
@@ -20,11 +19,9 @@ from starlette.responses import Response
 from fhir_server.api.body import read_json
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
 from fhir_server.api.rendering import base_url, json_response
-from fhir_server.api.search import strict_handling
+from fhir_server.api.search import searchset_json, strict_handling
 from fhir_server.config import Settings
 from fhir_server.errors import BadRequest, MethodNotAllowed
-from fhir_server.model.instant import now_utc, to_instant
-from fhir_server.model.outcome import issue_json
 from fhir_server.services.operation_parameters import parse_arguments
 from fhir_server.services.operations import (
     Level,
@@ -108,24 +105,7 @@ def _searchset(
         links.append(link("next", result.next_cursor))
     entries = [_entry(base, version, "match") for version in result.matches]
     entries += [_entry(base, version, "include") for version in result.included]
-    if result.issues:
-        outcome = {
-            "resourceType": "OperationOutcome",
-            "issue": [issue_json(issue) for issue in result.issues],
-        }
-        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid4()),
-        "meta": {"lastUpdated": to_instant(now_utc())},
-        "type": "searchset",
-    }
-    if result.total is not None:
-        bundle["total"] = result.total
-    bundle["link"] = links
-    if entries:
-        bundle["entry"] = entries
-    return orjson.dumps(bundle)
+    return searchset_json(entries, result.issues, result.total, links)
 
 
 def _entry(base: str, version: StoredVersion, mode: str) -> dict[str, Any]:

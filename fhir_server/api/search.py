@@ -8,6 +8,8 @@ always GET URLs on the FHIR base.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from uuid import uuid4
 
@@ -18,7 +20,7 @@ from starlette.responses import Response
 from fhir_server.api.negotiation import is_pretty, response_media_type
 from fhir_server.api.rendering import base_url, json_response
 from fhir_server.definitions import Definitions
-from fhir_server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from fhir_server.errors import BadRequest, Issue, PayloadTooLarge, UnsupportedMediaType
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.outcome import issue_json
 from fhir_server.model.subset import select_elements, summarize
@@ -140,20 +142,31 @@ def searchset_bundle(
     definitions: Definitions = request.app.state.definitions
     entries = [_entry(base, version, "match", result, definitions) for version in page.matches]
     entries += [_entry(base, version, "include", result, definitions) for version in page.included]
-    if result.parsed.ignored:
+    return searchset_json(entries, result.parsed.ignored, page.total, links)
+
+
+def searchset_json(
+    entries: list[dict[str, Any]],
+    ignored: Sequence[Issue],
+    total: int | None,
+    links: list[dict[str, str]],
+) -> bytes:
+    """The searchset envelope shared by search and searchset-returning operations: the
+    entries, then an outcome entry listing what was ignored, the total when known."""
+    if ignored:
         outcome = {
             "resourceType": "OperationOutcome",
-            "issue": [issue_json(issue) for issue in result.parsed.ignored],
+            "issue": [issue_json(issue) for issue in ignored],
         }
-        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+        entries = [*entries, {"resource": outcome, "search": {"mode": "outcome"}}]
     bundle: dict[str, object] = {
         "resourceType": "Bundle",
         "id": str(uuid4()),
         "meta": {"lastUpdated": to_instant(now_utc())},
         "type": "searchset",
     }
-    if page.total is not None:
-        bundle["total"] = page.total
+    if total is not None:
+        bundle["total"] = total
     bundle["link"] = links
     if entries:
         bundle["entry"] = entries
