@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
+from fhir_server.storage.sqlite import key_scan
 from tests.api.conftest import (
     FHIR_JSON,
     assert_outcome,
@@ -236,9 +237,24 @@ def test_a_search_past_the_time_limit_is_stopped(tmp_path: Any) -> None:
         "date=ge2024-01-01&date=lt2025-01-01&subject=Patient/p0",  # alternatives and a probe
     ],
 )
-def test_default_order_pages_from_the_index_forwards_and_back(ward: TestClient, query: str) -> None:
+@pytest.mark.parametrize(
+    "scan",
+    [
+        None,  # the defaults: a few matches are sorted, not scanned for
+        (1, 1_000_000),  # ranges read in key order, windows of 1, 2, 4 ... keys
+        (1, 3),  # ... and the sorted index takes over mid-page after 3 keys
+    ],
+    ids=["sorted", "key-scan", "key-scan-then-sorted"],
+)
+def test_default_order_pages_from_the_index_forwards_and_back(
+    ward: TestClient, query: str, scan: tuple[int, int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without _sort, pages come in creation order straight from the driving index; the
     cursors go forwards and back, and a write between pages neither repeats nor skips."""
+    if scan is not None:
+        monkeypatch.setattr(key_scan, "FEW_MATCHES", -1)
+        monkeypatch.setattr(key_scan, "FIRST_WINDOW", scan[0])
+        monkeypatch.setattr(key_scan, "SCAN_BUDGET", scan[1])
     everything = ward.get(f"/fhir/Observation?{query}&_count=100&_total=accurate").json()
     expected = ids(everything)
     assert len(expected) >= 3 and everything["total"] == len(expected)

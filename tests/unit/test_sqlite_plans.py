@@ -142,3 +142,44 @@ def _scans_a_table(step: str) -> bool:
         return False
     harmless = ("CONSTANT ROW", "VIRTUAL TABLE INDEX 0:=", "SCAN sqlite_sequence")
     return not any(part in step for part in harmless)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "date=ge2020-01-01&date=lt2021-01-01",
+        "date=ge2015",
+        "date=ge2015&code=http://loinc.org|8867-4",  # and a probe
+    ],
+)
+async def test_range_pages_in_key_order_read_a_window_of_the_primary_key(
+    core: Core, query: str
+) -> None:
+    """The key scan (key_scan.py) reads its table by (rkey, n) within the window, never
+    the value index (which would list every match of the range to sort it)."""
+    store = core.store
+    assert isinstance(store, SqliteStore)
+    connection = sqlite3.connect(store._path)
+    connection.execute("ANALYZE")
+    parsed = core.search_index.parser.parse(("Observation",), parse_qsl(query), strict=True)
+    builder = SqlBuilder(store._resolver(connection))
+    sql = builder.key_scan_page(parsed.plan.where, parsed.plan.resource_types, False)
+    assert sql is not None
+    args = [*builder.args, 0, 1_024, 51]
+    steps = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + sql, args)]
+    connection.close()
+    assert steps[0].startswith("SEARCH d USING PRIMARY KEY (rkey>? AND rkey<?)"), steps
+    assert not any("TEMP B-TREE" in step for step in steps), steps
+
+
+async def test_equality_drivers_are_not_key_scanned(core: Core) -> None:
+    """A token's index lists its matches in key order already: nothing to scan for."""
+    store = core.store
+    assert isinstance(store, SqliteStore)
+    connection = sqlite3.connect(store._path)
+    parsed = core.search_index.parser.parse(
+        ("Observation",), parse_qsl("code=http://loinc.org|8867-4"), strict=True
+    )
+    builder = SqlBuilder(store._resolver(connection))
+    assert builder.key_scan_page(parsed.plan.where, parsed.plan.resource_types, False) is None
+    connection.close()

@@ -190,6 +190,24 @@ class SqlBuilder:
         union = " UNION ".join(f"SELECT d.rkey {source}" for source in sources)
         return f"SELECT rkey FROM ({union}) ORDER BY rkey {order} LIMIT ?"
 
+    def key_scan_page(self, where: Where, scope: tuple[str, ...], descending: bool) -> str | None:
+        """The page query of ``KeyScan``: the driving range read from its table's primary
+        key (rkey, n) in key order, within a window of keys, or None when the driver is
+        not a range (its index lists matches in key order already). The caller appends the
+        window (exclusive low key, inclusive high key) and the row limit."""
+        found = self._index_driver(where, scope)
+        if found is None or not _unordered(found[0]):
+            return None
+        driver, rest = found
+        table, condition = self.value_condition(driver, scope, "d.")
+        probes = self._probes(rest, scope)
+        order = "DESC" if descending else "ASC"
+        return (
+            f"SELECT DISTINCT d.rkey FROM {table} d INDEXED BY sqlite_autoindex_{table}_1 "
+            f"WHERE {condition}{probes} AND d.rkey > ? AND d.rkey <= ? "
+            f"ORDER BY d.rkey {order} LIMIT ?"
+        )
+
     def _index_driver(
         self, where: Where, scope: tuple[str, ...]
     ) -> tuple[Predicate, list[AnyOf]] | None:
@@ -479,6 +497,16 @@ class SqlBuilder:
     def _pid_list(self, scope: tuple[str, ...], code: str) -> str:
         pids = self._pids(scope, code)
         return ",".join(str(int(pid)) for pid in pids) if pids else "-1"
+
+
+def _unordered(driver: Predicate) -> bool:
+    """Whether the driver's index lists its matches in another order than by key (a range
+    of values, a prefix), so that a page in key order must sort them."""
+    if isinstance(driver, (RangeMatch, TokenText)):
+        return True
+    if isinstance(driver, StringMatch):
+        return driver.mode != "exact"
+    return isinstance(driver, UriMatch) and driver.mode != "eq"
 
 
 def text_query(predicate: TextMatch) -> str:

@@ -20,6 +20,7 @@ import orjson
 from fhir_server.errors import BadRequest
 from fhir_server.search.plan import Include, SearchPlan, SortKey
 from fhir_server.storage.base import SearchPage, StoredVersion
+from fhir_server.storage.sqlite import key_scan
 from fhir_server.storage.sqlite.predicates import PidResolver, SqlBuilder
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
 from fhir_server.storage.sqlite.sorted_pages import SortedPages, orderable
@@ -83,7 +84,7 @@ class SqliteSearch:
             return SearchPage([], [], total, None, None)
         rows = self._ordered_page(plan, direction, after)
         if rows is None:
-            rows = self._index_page(plan, direction, after)
+            rows = self._index_page(plan, direction, after, total)
         if rows is None:
             rows = self._page(plan, direction, after)
         more = len(rows) > plan.count
@@ -155,16 +156,20 @@ class SqliteSearch:
         return [_Row(rkey, (value,)) for rkey, value in found]
 
     def _index_page(
-        self, plan: SearchPlan, direction: str, after: list[Any] | None
+        self, plan: SearchPlan, direction: str, after: list[Any] | None, total: int | None
     ) -> list[_Row] | None:
-        """A page in the default order (by resource key) read from the driving index."""
+        """A page in the default order (by resource key) read from the driving index; a
+        range driver with many matches (``total`` unknown or large) is read in key order."""
         if plan.sort:
             return None
-        builder = self._builder()
         edge = None if after is None else int(after[-1])
-        sql = builder.page_from_index(
-            plan.where, plan.resource_types, direction == "previous", edge
-        )
+        descending = direction == "previous"
+        if total is None or total > key_scan.FEW_MATCHES:
+            keys = key_scan.KeyScan(self._connection, plan, self._builder, descending, edge).page()
+            if keys is not None:
+                return [_Row(key, ()) for key in keys]
+        builder = self._builder()
+        sql = builder.page_from_index(plan.where, plan.resource_types, descending, edge)
         if sql is None:
             return None
         builder.args.append(plan.count + 1)
