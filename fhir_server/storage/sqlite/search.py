@@ -9,17 +9,13 @@ lowest value ascending, the highest descending; resources without one sort last.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from fhir_server.errors import BadRequest
 from fhir_server.search.plan import Include, SearchPlan, SortKey
 from fhir_server.storage.base import SearchPage, StoredVersion
+from fhir_server.storage.cursors import decode_cursor, encode_cursor
 from fhir_server.storage.sqlite import key_scan
 from fhir_server.storage.sqlite.predicates import PidResolver, SqlBuilder
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
@@ -74,7 +70,7 @@ class SqliteSearch:
         return SqlBuilder(self._pids, self._estimate, self._single_valued)
 
     def run(self, plan: SearchPlan) -> SearchPage:
-        direction, after = _decode_cursor(plan.cursor, len(plan.sort) + 1)
+        direction, after = decode_cursor(plan.cursor, len(plan.sort) + 1)
         total = None
         if plan.total == "bounded":
             total = self._count(plan, limit=plan.total_limit)
@@ -94,9 +90,9 @@ class SqliteSearch:
         next_cursor = previous_cursor = None
         if rows:
             if more or direction == "previous":
-                next_cursor = _encode_cursor("next", rows[-1])
+                next_cursor = encode_cursor("next", [*rows[-1].keys, rows[-1].rkey])
             if (more and direction == "previous") or (direction == "next" and after):
-                previous_cursor = _encode_cursor("previous", rows[0])
+                previous_cursor = encode_cursor("previous", [*rows[0].keys, rows[0].rkey])
         matches = self._versions([row.rkey for row in rows])
         included = self._includes(plan.includes, matches) if plan.includes else []
         return SearchPage(
@@ -317,31 +313,3 @@ def _keyset(names: list[str], descending: list[bool], after: list[Any], args: li
         args.append(after[index])
         alternatives.append("(" + " AND ".join([*equal, f"{name} {operator} ?"]) + ")")
     return "(" + " OR ".join(alternatives) + ")"
-
-
-def _encode_cursor(direction: str, row: _Row) -> str:
-    data = orjson.dumps({"d": direction[0], "v": [*row.keys, row.rkey]})
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(cursor: str | None, size: int) -> tuple[str, list[Any] | None]:
-    """("next" or "previous", the edge row's values); 400 for anything this store did not
-    issue, so a tampered cursor can never reach SQL as anything but bound values."""
-    if cursor is None:
-        return "next", None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        direction = {"n": "next", "p": "previous"}[data["d"]]
-        values = data["v"]
-        valid = (
-            isinstance(values, list)
-            and len(values) == size
-            and all(type(value) in (int, float, str) for value in values)
-            and isinstance(values[-1], int)
-        )
-    except (ValueError, KeyError, TypeError, UnicodeEncodeError, binascii.Error):
-        valid = False
-    if not valid or len(cursor) > 4096:
-        raise BadRequest("Invalid paging cursor", rofecare_code="rofecare-1604")
-    return direction, values
