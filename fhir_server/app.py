@@ -24,6 +24,7 @@ from fhir_server.services.resources import ResourceService
 from fhir_server.services.search import SearchService
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore
+from fhir_server.storage.mongo import MongoStore
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.validation.structure import StructureValidator
 
@@ -38,7 +39,12 @@ def build_store(settings: Settings) -> ResourceStore:
             synchronous=settings.sqlite_synchronous,
             search_timeout=settings.search_timeout_seconds,
         )
-    raise ValueError(f"Unsupported store {settings.store!r} (supported: sqlite)")
+    if settings.uses_mongodb():
+        return MongoStore.connect(settings.store, search_timeout=settings.search_timeout_seconds)
+    raise ValueError(
+        f"Unsupported store {settings.store_description()!r} "
+        "(supported: sqlite, sqlite:///path, mongodb://..., mongodb+srv://...)"
+    )
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,12 @@ class Core:
     bundles: BundleService
 
 
-def build_core(settings: Settings) -> Core:
+def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
+    """The server's parts; ``store`` replaces the one ``settings`` name (tests use it to run
+    the API over the MongoDB store on a stand-in server)."""
     definitions = load_definitions()
     validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
-    store = build_store(settings)
+    store = store or build_store(settings)
     search_index = SearchIndex(
         load_search_parameters(),
         definitions.is_resource_type,
@@ -80,9 +88,9 @@ def build_core(settings: Settings) -> Core:
     return Core(settings, definitions, validator, store, search_index, service, search, bundles)
 
 
-def build_app(settings: Settings | None = None) -> FastAPI:
+def build_app(settings: Settings | None = None, store: ResourceStore | None = None) -> FastAPI:
     settings = settings or Settings()
-    core = build_core(settings)
+    core = build_core(settings, store)
     definitions, validator, store = core.definitions, core.validator, core.store
     service, search, search_index = core.service, core.search, core.search_index
 

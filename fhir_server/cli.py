@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"Rofecare {__version__}: FHIR R4 at http://{settings.host}:{settings.port}"
-        f"{settings.base_path} (store: {settings.sqlite_path()})",
+        f"{settings.base_path} (store: {settings.store_description()})",
         file=sys.stderr,
         flush=True,
     )
@@ -120,7 +120,10 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
     # The data directory holds the reports (NDJSON): never load them back, unless asked to.
     inside = any(data_dir.resolve() in (p.resolve(), *p.resolve().parents) for p in paths)
     walk = Walk(settings.max_bundle_bytes, exclude=() if inside else (data_dir,))
-    store_path = settings.sqlite_path()
+    # The ledger remembers what was loaded into which store: a file, or a MongoDB database.
+    store_identity = settings.store_description()
+    if not settings.uses_mongodb():
+        store_identity = str(settings.sqlite_path().resolve())
     base_url = settings.public_base_url or (
         f"http://{settings.host}:{settings.port}{settings.base_path}"
     )
@@ -157,7 +160,7 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
                 core.store,
                 walk,
                 paths,
-                ledger=Ledger(data_dir / "load-ledger.sqlite3", str(store_path.resolve())),
+                ledger=Ledger(data_dir / "load-ledger.sqlite3", store_identity),
                 report=report,
                 base_url=base_url,
                 concurrency=args.concurrency,
@@ -213,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"
     )
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    serve.add_argument("--store", help="'sqlite' (default) or sqlite:///path/to/file")
+    serve.add_argument(
+        "--store",
+        help="'sqlite' (default), sqlite:///path/to/file, or mongodb://host/db?replicaSet=rs0",
+    )
     serve.add_argument(
         "--log-level", dest="log_level", choices=["debug", "info", "warning", "error"]
     )
@@ -224,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"
     )
-    rebuild.add_argument("--store", help="'sqlite' (default) or sqlite:///path/to/file")
+    rebuild.add_argument(
+        "--store",
+        help="'sqlite' (default), sqlite:///path/to/file, or mongodb://host/db?replicaSet=rs0",
+    )
     rebuild.set_defaults(handler=_reindex)
     loader = commands.add_parser(
         "load",
@@ -238,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     loader.add_argument(
         "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"
     )
-    loader.add_argument("--store", help="'sqlite' (default) or sqlite:///path/to/file")
+    loader.add_argument(
+        "--store",
+        help="'sqlite' (default), sqlite:///path/to/file, or mongodb://host/db?replicaSet=rs0",
+    )
     loader.add_argument(
         "--report", help="failures, one JSON per line (default DATA_DIR/load-report-TIME.ndjson)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +30,10 @@ class Settings(BaseSettings):
     )
     store: str = Field(
         default="sqlite",
-        description="'sqlite' (a file under data_dir) or a sqlite:///path URL",
+        description=(
+            "'sqlite' (a file under data_dir), a sqlite:///path URL, or a MongoDB URI "
+            "(mongodb://host:port/db?replicaSet=rs0, mongodb+srv://...): a replica set"
+        ),
     )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
@@ -61,6 +65,19 @@ class Settings(BaseSettings):
         description="Off only to measure what indexing costs: searches then find nothing",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def uses_mongodb(self) -> bool:
+        return self.store.startswith(("mongodb://", "mongodb+srv://"))
+
+    def store_description(self) -> str:
+        """Where the data lives, for logs and messages: a URI without its password."""
+        if self.store == "sqlite" or self.store.startswith("sqlite:///"):
+            return str(self.sqlite_path())
+        parts = urlsplit(self.store)
+        if "@" not in parts.netloc:
+            return self.store
+        user, _, hosts = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{hosts}"))
 
     def sqlite_path(self) -> Path:
         """The SQLite database file this configuration points at."""

@@ -34,6 +34,7 @@ class StandInClient:
         self._sync = mongomock.MongoClient()
         self._lock = asyncio.Lock()
         self.down = False
+        self.standalone = False  # answer "hello" as a mongod outside any replica set
 
     def __getitem__(self, name: str) -> StandInDatabase:
         return StandInDatabase(self, self._sync[name])
@@ -61,6 +62,8 @@ class StandInDatabase:
         self._client.check()
         if name != "hello":
             raise NotImplementedError(name)
+        if self._client.standalone:
+            return {"isWritablePrimary": True}
         return {"isWritablePrimary": True, "setName": "standin"}
 
 

@@ -30,9 +30,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
-from pymongo import errors
+from pymongo import AsyncMongoClient, errors
 
 from fhir_server.errors import SearchTooLong, StoreUnavailable
 from fhir_server.model.instant import to_micros
@@ -64,6 +65,12 @@ log = logging.getLogger("rofecare.storage")
 
 RETRY_AFTER_SECONDS = "5"
 SEQUENCE_ID = "seq"
+SERVER_SELECTION_MS = 5_000
+DEFAULT_DATABASE = "rofecare"
+
+
+class StoreMisconfigured(RuntimeError):
+    """The configured database cannot serve Rofecare (said at start-up, not per request)."""
 
 
 class MongoStore:
@@ -88,10 +95,30 @@ class MongoStore:
         self._errors = errors or pymongo_errors()
         self._owns_client = owns_client
 
+    @classmethod
+    def connect(cls, uri: str, *, search_timeout: float = 10.0) -> MongoStore:
+        """The store over ``uri``'s database ("rofecare" when the URI names none).
+
+        Retryable writes and reads are the driver's defaults and stay on; a server not found
+        within ``SERVER_SELECTION_MS`` fails the request with a 503 instead of hanging it."""
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=SERVER_SELECTION_MS, retryWrites=True, retryReads=True
+        )
+        # From the URI's path: pymongo's parse_uri would resolve a mongodb+srv name (DNS).
+        database = unquote(urlsplit(uri).path.lstrip("/")) or DEFAULT_DATABASE
+        return cls(client, database, search_timeout=search_timeout)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the indexes (idempotent: every worker does it at start-up)."""
+        """Check that the server can run transactions, then create the indexes (idempotent:
+        every worker does it at start-up)."""
+        hello = await self._guard(self._db.command("hello"))
+        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+            raise StoreMisconfigured(
+                "The MongoDB server is a standalone mongod: Rofecare needs a replica set "
+                "(transactions), even of one member; see docs/deployment.md"
+            )
         for keys, options in VERSION_INDEXES:
             await self._guard(self._versions.create_index(keys, **options))
         for keys, options in CURRENT_INDEXES:
