@@ -8,14 +8,20 @@ every case on this store too.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.app import build_app, build_store
+from fhir_server.app import build_app, build_core, build_store
 from fhir_server.config import Settings
+from fhir_server.services.load_ledger import Ledger
+from fhir_server.services.load_report import Report
+from fhir_server.services.load_sources import Walk
+from fhir_server.services.loading import load
+from fhir_server.services.reindex import count_current, reindex
 from fhir_server.storage.mongo import MongoStore
 from fhir_server.storage.mongo.store import StoreMisconfigured
 from tests.api.conftest import FHIR_JSON, assert_outcome, observation, patient
@@ -140,3 +146,67 @@ async def test_a_standalone_server_is_refused_at_start_up(tmp_path: Path) -> Non
     standin.standalone = True
     with pytest.raises(StoreMisconfigured, match="replica set"):
         await store.open()
+
+
+async def test_bulk_load_search_and_reindex_over_the_mongodb_store(tmp_path: Path) -> None:
+    """``rofecare load``'s loader and ``rofecare reindex`` on the MongoDB store: a
+    transaction Bundle (urn:uuid references) and NDJSON load completely, search finds them,
+    and a reindex rewrites every resource's search values without changing an answer.
+    (Small on purpose: the stand-in scans its documents in Python for every query.)"""
+    subject = "urn:uuid:6a1c3b9e-0000-4000-8000-0000000000aa"
+    entries = [
+        {"fullUrl": subject, "resource": patient(), "request": {"method": "POST", "url": "Patient"}}
+    ]
+    entries += [
+        {"resource": observation(subject), "request": {"method": "POST", "url": "Observation"}}
+        for _ in range(3)
+    ]
+    source = tmp_path / "input"
+    source.mkdir()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    (source / "chart.json").write_text(json.dumps(bundle))
+    lines = [json.dumps(patient(id=f"nd{number}")) for number in range(5)]
+    (source / "patients.ndjson").write_text("\n".join(lines) + "\n")
+    store = standin_store(tmp_path)
+    core = build_core(Settings(data_dir=tmp_path / "data"), store=store)
+    await store.open()
+    try:
+        await core.service.reload_search_parameters()
+        summary = await load(
+            core.bundles,
+            store,
+            Walk(256 * 1024 * 1024),
+            [source],
+            ledger=Ledger(tmp_path / "ledger.sqlite3", "stand-in"),
+            report=Report(tmp_path / "report.ndjson"),
+            base_url="http://rofecare.test/fhir",
+        )
+        assert summary.failed == 0 and summary.loaded == 9, summary
+        assert await count_current(store) == 9
+        patients = await core.search.search(("Patient",), [("_total", "accurate")])
+        assert patients.page.total == 6
+        pairs = [("subject:Patient.gender", "female"), ("_total", "accurate")]
+        before = await core.search.search(("Observation",), pairs)
+        assert before.page.total == 3
+        reindexed = await reindex(store, core.search_index)
+        assert reindexed.reindexed == 9
+        after = await core.search.search(("Observation",), pairs)
+        assert after.page.total == before.page.total
+        assert await store.check() == []
+    finally:
+        await store.close()
+
+
+async def test_index_creation_is_idempotent_across_workers(tmp_path: Path) -> None:
+    first, second = standin_store(tmp_path), standin_store(tmp_path)
+    await first.open()
+    await second.open()  # a second worker starting on the same database
+    names = set(await _index_names(first))
+    assert {"token", "string", "date_low", "reference", "creation_order"} <= names
+    await first.close()
+    await second.close()
+
+
+async def _index_names(store: MongoStore) -> list[str]:
+    collection = store._current._sync  # the stand-in's mongomock collection
+    return list(collection.index_information())

@@ -168,6 +168,7 @@ class StandInCollection:
         *,
         limit: int | None = None,
         session: StandInSession | None = None,
+        maxTimeMS: int | None = None,  # noqa: N803 - PyMongo's spelling
     ) -> int:
         self._client.check()
         options = {"limit": limit} if limit else {}

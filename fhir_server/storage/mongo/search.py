@@ -74,6 +74,8 @@ class MongoSearch:
         options: dict[str, Any] = {"session": self._session}
         if limit is not None:
             options["limit"] = limit
+        if self._max_time_ms is not None:
+            options["maxTimeMS"] = self._max_time_ms
         return int(await self._current.count_documents(condition, **options))
 
     async def _page(
