@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app, build_core, build_store
 from fhir_server.config import Settings
+from fhir_server.errors import StoreUnavailable
 from fhir_server.services.load_ledger import Ledger
 from fhir_server.services.load_report import Report
 from fhir_server.services.load_sources import Walk
@@ -210,3 +211,19 @@ async def test_index_creation_is_idempotent_across_workers(tmp_path: Path) -> No
 async def _index_names(store: MongoStore) -> list[str]:
     collection = store._current._sync  # the stand-in's mongomock collection
     return list(collection.index_information())
+
+
+async def test_the_real_driver_answers_503_when_no_server_is_reachable() -> None:
+    """PyMongo itself (no stand-in): nothing listens on port 1, so server selection fails
+    and the store turns it into the 503 a client retries after."""
+    store = MongoStore.connect(
+        "mongodb://127.0.0.1:1/rofecare?replicaSet=rs0", server_selection_ms=200
+    )
+    try:
+        with pytest.raises(StoreUnavailable) as raised:
+            await store.read("Patient", "p1")
+        assert raised.value.headers == {"Retry-After": "5"}
+        with pytest.raises(StoreUnavailable):
+            await store.open()
+    finally:
+        await store.close()

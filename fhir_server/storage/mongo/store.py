@@ -96,13 +96,19 @@ class MongoStore:
         self._owns_client = owns_client
 
     @classmethod
-    def connect(cls, uri: str, *, search_timeout: float = 10.0) -> MongoStore:
+    def connect(
+        cls,
+        uri: str,
+        *,
+        search_timeout: float = 10.0,
+        server_selection_ms: int = SERVER_SELECTION_MS,
+    ) -> MongoStore:
         """The store over ``uri``'s database ("rofecare" when the URI names none).
 
         Retryable writes and reads are the driver's defaults and stay on; a server not found
-        within ``SERVER_SELECTION_MS`` fails the request with a 503 instead of hanging it."""
+        within ``server_selection_ms`` fails the request with a 503 instead of hanging it."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri, serverSelectionTimeoutMS=SERVER_SELECTION_MS, retryWrites=True, retryReads=True
+            uri, serverSelectionTimeoutMS=server_selection_ms, retryWrites=True, retryReads=True
         )
         # From the URI's path: pymongo's parse_uri would resolve a mongodb+srv name (DNS).
         database = unquote(urlsplit(uri).path.lstrip("/")) or DEFAULT_DATABASE
