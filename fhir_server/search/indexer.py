@@ -42,6 +42,15 @@ _STRING_PARTS = {
 _RELATIVE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?")
 
 
+_WORD = re.compile(r"[^\W_]+")  # terms as FTS5's unicode61 tokenizer splits them
+
+
+def words(text: str) -> list[str]:
+    """The normalized words of ``text``: what ``_text``/``_content`` match, as the SQLite
+    full-text index and the MongoDB store's word arrays both split it."""
+    return _WORD.findall(normalize(text))
+
+
 @functools.lru_cache(maxsize=65_536)
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form: 'Éloïse' and 'eloise' search alike."""

@@ -11,14 +11,13 @@ interactions always parse strictly, since ignoring a condition would widen it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.errors import BadRequest, Issue
 from fhir_server.model.ids import is_valid_id
-from fhir_server.search.indexer import normalize
+from fhir_server.search.indexer import words
 from fhir_server.search.paths import Value
 from fhir_server.search.plan import (
     AnyOf,
@@ -81,7 +80,6 @@ MODIFIERS = {
     "special": set(),
 }
 SUMMARY_VALUES = ("true", "false", "text", "data", "count")
-_WORD = re.compile(r"[^\W_]+")  # terms as FTS5's unicode61 tokenizer splits them
 
 
 class Unsupported(Exception):
@@ -286,7 +284,7 @@ class SearchParser:
         field_name = "narrative" if code == "_text" else "content"
         # Words as the full-text index splits them: a value with no word matches nothing.
         return tuple(
-            TextMatch(field_name, tuple(_WORD.findall(normalize(item))))  # type: ignore[arg-type]
+            TextMatch(field_name, tuple(words(item)))  # type: ignore[arg-type]
             for item in items
         )
 

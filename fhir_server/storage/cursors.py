@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from fhir_server.errors import BadRequest
+
+Row = TypeVar("Row")
 
 
 def encode_cursor(direction: str, values: list[Any]) -> str:
@@ -44,3 +47,26 @@ def decode_cursor(cursor: str | None, size: int) -> tuple[str, list[Any] | None]
     if not valid or len(cursor) > 4096:
         raise BadRequest("Invalid paging cursor", rofecare_code="rofecare-1604")
     return direction, values
+
+
+def page_of(
+    rows: list[Row],
+    count: int,
+    direction: str,
+    after: list[Any] | None,
+    edge: Callable[[Row], list[Any]],
+) -> tuple[list[Row], str | None, str | None]:
+    """The page from ``count + 1`` rows read in ``direction`` (the extra row tells that more
+    follow), in result order, with its next and previous cursors; ``edge`` gives a row's
+    cursor values."""
+    more = len(rows) > count
+    rows = rows[:count]
+    if direction == "previous":
+        rows.reverse()
+    next_cursor = previous_cursor = None
+    if rows:
+        if more or direction == "previous":
+            next_cursor = encode_cursor("next", edge(rows[-1]))
+        if (more and direction == "previous") or (direction == "next" and after):
+            previous_cursor = encode_cursor("previous", edge(rows[0]))
+    return rows, next_cursor, previous_cursor

@@ -18,11 +18,10 @@ results without ``_sort`` and is the paging cursor, as ``rkey`` is in SQLite.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fhir_server.model.instant import from_micros, to_micros
-from fhir_server.search.indexer import normalize
+from fhir_server.search.indexer import words
 from fhir_server.search.values import (
     DateEntry,
     FullText,
@@ -50,8 +49,6 @@ ARRAYS = {
     "uri": ("uri", ("u",)),
 }
 """Search type -> (array field of the current document, fields of its elements)."""
-
-_WORD = re.compile(r"[^\W_]+")  # words as the parser splits a _text/_content value
 
 
 def version_id(resource_type: str, resource_id: str, version: int) -> str:
@@ -117,14 +114,13 @@ def search_fields(entries: tuple[IndexEntry, ...], full_text: FullText | None) -
         fields["cmp"] = list(composites.values())
     fields["sk"] = sort_keys
     if full_text is not None:
-        fields["ftn"] = words(full_text.narrative)
-        fields["ftc"] = words(full_text.content)
+        fields["ftn"] = _distinct_words(full_text.narrative)
+        fields["ftc"] = _distinct_words(full_text.content)
     return fields
 
 
-def words(text: str) -> list[str]:
-    """The distinct words of ``text``, normalized: what ``_text``/``_content`` match."""
-    return sorted(set(_WORD.findall(normalize(text)))) if text else []
+def _distinct_words(text: str) -> list[str]:
+    return sorted(set(words(text))) if text else []
 
 
 def _element(entry: IndexEntry) -> tuple[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from fhir_server.search.plan import Include, SearchPlan, SortKey
 from fhir_server.storage.base import SearchPage, StoredVersion
-from fhir_server.storage.cursors import decode_cursor, encode_cursor
+from fhir_server.storage.cursors import decode_cursor, page_of
 from fhir_server.storage.mongo.documents import stored_version
 from fhir_server.storage.mongo.query import MqlBuilder, live
 
@@ -50,16 +50,9 @@ class MongoSearch:
         if plan.count == 0:
             return SearchPage([], [], total, None, None)
         rows = await self._page(plan, condition, direction, after)
-        more = len(rows) > plan.count
-        rows = rows[: plan.count]
-        if direction == "previous":
-            rows.reverse()
-        next_cursor = previous_cursor = None
-        if rows:
-            if more or direction == "previous":
-                next_cursor = encode_cursor("next", _edge(rows[-1], len(plan.sort)))
-            if (more and direction == "previous") or (direction == "next" and after):
-                previous_cursor = encode_cursor("previous", _edge(rows[0], len(plan.sort)))
+        rows, next_cursor, previous_cursor = page_of(
+            rows, plan.count, direction, after, lambda row: _edge(row, len(plan.sort))
+        )
         matches = [stored_version(row) for row in rows]
         included = await self._includes(plan.includes, rows) if plan.includes else []
         return SearchPage(matches, included, total, next_cursor, previous_cursor)

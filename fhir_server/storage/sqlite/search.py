@@ -15,7 +15,7 @@ from typing import Any
 
 from fhir_server.search.plan import Include, SearchPlan, SortKey
 from fhir_server.storage.base import SearchPage, StoredVersion
-from fhir_server.storage.cursors import decode_cursor, encode_cursor
+from fhir_server.storage.cursors import decode_cursor, page_of
 from fhir_server.storage.sqlite import key_scan
 from fhir_server.storage.sqlite.predicates import PidResolver, SqlBuilder
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
@@ -83,16 +83,9 @@ class SqliteSearch:
             rows = self._index_page(plan, direction, after, total)
         if rows is None:
             rows = self._page(plan, direction, after)
-        more = len(rows) > plan.count
-        rows = rows[: plan.count]
-        if direction == "previous":
-            rows.reverse()
-        next_cursor = previous_cursor = None
-        if rows:
-            if more or direction == "previous":
-                next_cursor = encode_cursor("next", [*rows[-1].keys, rows[-1].rkey])
-            if (more and direction == "previous") or (direction == "next" and after):
-                previous_cursor = encode_cursor("previous", [*rows[0].keys, rows[0].rkey])
+        rows, next_cursor, previous_cursor = page_of(
+            rows, plan.count, direction, after, lambda row: [*row.keys, row.rkey]
+        )
         matches = self._versions([row.rkey for row in rows])
         included = self._includes(plan.includes, matches) if plan.includes else []
         return SearchPage(
