@@ -12,13 +12,18 @@ from fastapi import FastAPI, Response
 
 from fhir_server import __version__
 from fhir_server.api import errors
+from fhir_server.api.authentication import Authenticator
 from fhir_server.api.capability import capability_statement
+from fhir_server.api.oauth import oauth_routes
 from fhir_server.api.routes import fhir_routes
+from fhir_server.auth.identity import IdentityStore
 from fhir_server.config import Settings
 from fhir_server.definitions import Definitions, load_definitions
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
+from fhir_server.services.audit_trail import AuditTrail
 from fhir_server.services.bundles import BundleService
+from fhir_server.services.identity import Identity, build_identity
 from fhir_server.services.operations import OperationRegistry
 from fhir_server.services.resources import ResourceService
 from fhir_server.services.search import SearchService
@@ -59,6 +64,7 @@ class Core:
     service: ResourceService
     search: SearchService
     bundles: BundleService
+    audit: AuditTrail
 
 
 def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
@@ -75,6 +81,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         enabled=settings.search_indexing,
         total_limit=settings.search_total_limit,
     )
+    audit = AuditTrail(store, search_index)
     service = ResourceService(
         store,
         definitions,
@@ -82,28 +89,51 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         search_index,
         allow_client_ids=settings.allow_client_ids,
         max_resource_bytes=settings.max_body_bytes,
+        audit=audit,
     )
     search = SearchService(store, service, search_index, definitions)
     bundles = BundleService(service, search, max_entries=settings.max_bundle_entries)
-    return Core(settings, definitions, validator, store, search_index, service, search, bundles)
+    return Core(
+        settings, definitions, validator, store, search_index, service, search, bundles, audit
+    )
 
 
-def build_app(settings: Settings | None = None, store: ResourceStore | None = None) -> FastAPI:
+def check_security(settings: Settings) -> None:
+    """Secure by default: authentication may be off only where nobody else can connect."""
+    if not settings.auth_enabled and not settings.binds_loopback():
+        raise ValueError(
+            f"Authentication is off (ROFECARE_AUTH_ENABLED=false) but the server would listen "
+            f"on {settings.host}: turn authentication on, or listen on 127.0.0.1 only"
+        )
+
+
+def build_app(
+    settings: Settings | None = None,
+    store: ResourceStore | None = None,
+    identity_store: IdentityStore | None = None,
+) -> FastAPI:
     settings = settings or Settings()
+    check_security(settings)
     core = build_core(settings, store)
     definitions, validator, store = core.definitions, core.validator, core.store
     service, search, search_index = core.service, core.search, core.search_index
+    identity: Identity = build_identity(settings, core.audit, identity_store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        await identity.store.open()
         await service.reload_search_parameters()
         await asyncio.to_thread(validator.warm_up)
+        await identity.keys.refresh()
+        await core.audit.start()
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            await core.audit.stop()
+            await identity.store.close()
             await store.close()
 
     app = FastAPI(
@@ -120,6 +150,10 @@ def build_app(settings: Settings | None = None, store: ResourceStore | None = No
     app.state.search = search
     app.state.bundles = core.bundles
     app.state.store = store
+    app.state.audit = core.audit
+    app.state.identity = identity
+    app.state.keys = identity.keys
+    app.state.authorization_server = identity.authorization_server
     app.state.ready = False
     operations = OperationRegistry()
     operations.load(OPERATION_PLUGINS)
@@ -130,7 +164,12 @@ def build_app(settings: Settings | None = None, store: ResourceStore | None = No
         )
     )
     errors.install(app)
-    app.router.routes.extend(fhir_routes(settings.base_path))
+    authenticator = Authenticator(identity.keys, core.audit) if settings.auth_enabled else None
+    app.state.authenticator = authenticator
+    app.router.routes.extend(oauth_routes(settings.base_path))
+    app.router.routes.extend(
+        fhir_routes(settings.base_path, authenticator.protect if authenticator else None)
+    )
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:

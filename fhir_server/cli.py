@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 
 from fhir_server import __version__
+from fhir_server.cli_identity import add_commands
 from fhir_server.config import Settings
 
 
@@ -31,6 +32,21 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[f"ROFECARE_{name.upper()}"] = str(value)
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from fhir_server.app import check_security
+    from fhir_server.cli_identity import bootstrap
+
+    try:
+        check_security(settings)
+    except ValueError as refused:
+        print(f"rofecare: {refused}", file=sys.stderr)
+        return 2
+    bootstrap(settings)
+    if not settings.auth_enabled:
+        print(
+            "WARNING: authentication is off (ROFECARE_AUTH_ENABLED=false): anybody who can "
+            "reach this port reads and writes everything. Development and benchmarks only.",
+            file=sys.stderr,
+        )
     print(
         f"Rofecare {__version__}: FHIR R4 at http://{settings.host}:{settings.port}"
         f"{settings.base_path} (store: {settings.store_description()})",
@@ -261,7 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart", action="store_true", help="ignore the resume ledger: load everything again"
     )
     loader.set_defaults(handler=_load)
+    add_commands(commands, _store_flags)
     return parser
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"
+    )
+    parser.add_argument(
+        "--store",
+        help="'sqlite' (default), sqlite:///path/to/file, or mongodb://host/db?replicaSet=rs0",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

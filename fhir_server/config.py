@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,40 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # -- identity and authorization (SMART on FHIR) --------------------------------------
+    auth_enabled: bool = Field(
+        default=True,
+        description=(
+            "Every FHIR interaction needs a bearer token. Off only on a loopback address, "
+            "for development and benchmarks: the server refuses to start otherwise"
+        ),
+    )
+    access_token_lifetime_seconds: int = Field(default=900, ge=30, le=24 * 3600)
+    refresh_token_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    password_grant_enabled: bool = Field(
+        default=True, description="Resource-owner password grant for first-party clients"
+    )
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    password_min_classes: int = Field(default=3, ge=1, le=4)
+    lockout_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed logins that lock an account"
+    )
+    lockout_seconds: int = Field(default=900, ge=1, description="How long a lock lasts")
+    password_hash_time_cost: int = Field(
+        default=3, ge=1, le=20, description="argon2id passes (RFC 9106); lower only in tests"
+    )
+    password_hash_memory_kib: int = Field(
+        default=64 * 1024, ge=1024, le=4 * 1024 * 1024, description="argon2id memory (KiB)"
+    )
+    signing_algorithm: Literal["RS256", "ES256"] = "RS256"
+    signing_key_days: int = Field(
+        default=30, ge=1, description="A signing key older than this is replaced (rotation)"
+    )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the first 'admin' user; default: a random one printed once",
+    )
+
     def uses_mongodb(self) -> bool:
         return self.store.startswith(("mongodb://", "mongodb+srv://"))
 
@@ -78,6 +112,16 @@ class Settings(BaseSettings):
             return self.store
         user, _, hosts = parts.netloc.rpartition("@")
         return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{hosts}"))
+
+    def identity_path(self) -> Path:
+        """The private identity store (users, credentials, clients, keys): never served."""
+        if self.store.startswith("sqlite:///"):
+            database = self.sqlite_path()
+            return database.with_name(database.stem + ".identity.sqlite3")
+        return self.data_dir / "identity.sqlite3"
+
+    def binds_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost")
 
     def sqlite_path(self) -> Path:
         """The SQLite database file this configuration points at."""

@@ -55,6 +55,18 @@ class InvalidResource(BadRequest):
     issue_type, rofecare_code = "structure", "rofecare-1401"
 
 
+class Unauthorized(FhirError):
+    """No valid credentials (RFC 6750 section 3): the client should obtain a token."""
+
+    status, issue_type, rofecare_code = 401, "login", "rofecare-3401"
+
+
+class Forbidden(FhirError):
+    """Valid credentials that do not grant this access (RFC 6750 insufficient_scope)."""
+
+    status, issue_type, rofecare_code = 403, "forbidden", "rofecare-3403"
+
+
 class NotFound(FhirError):
     status, issue_type, rofecare_code = 404, "not-found", "rofecare-1404"
 

@@ -47,6 +47,9 @@ FIRST_LINKED = "linked"
 """The ``_cursor`` of the first page of linked resources when the first page (``_count=1``)
 held only the focal resource; the search engine's own cursors are base64 JSON, never this."""
 ENCOUNTER_LINKS = ("encounter", "context")
+NOT_THE_RECORD = frozenset({"AuditEvent"})
+"""In the Patient compartment but not the patient's record: the audit trail of who read or
+changed it is the auditor's (``AuditEvent?patient=``), not what a clinician opens."""
 
 Key = tuple[str, str]
 
@@ -59,7 +62,12 @@ def register(registry: OperationRegistry) -> None:
 async def patient_everything(services: OperationServices, call: OperationCall) -> Searchset:
     focal = await _focal(services, call)
     care_dates = _care_dates(call)
-    record = _Record(focal, services.search.patient_compartment(), frozenset())
+    links = {
+        kind: codes
+        for kind, codes in services.search.patient_compartment().items()
+        if kind not in NOT_THE_RECORD
+    }
+    record = _Record(focal, links, frozenset())
     return await _everything(services, call, record, care_dates)
 
 

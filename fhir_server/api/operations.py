@@ -16,6 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.audit import audit_read
 from fhir_server.api.body import read_json
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
 from fhir_server.api.rendering import base_url, json_response
@@ -66,6 +67,12 @@ async def run_operation(request: Request) -> Response:
     )
     result = await operation.handler(OperationServices(service, request.app.state.search), call)
     path = f"/{resource_type}" + (f"/{resource_id}" if resource_id else "")
+    await audit_read(
+        request,
+        "operation",
+        [*result.matches, *result.included],
+        query=f"{path}/${operation.code}?{urlencode(query)}",
+    )
     kept = [(name, value) for name, value in query if name in KEPT_IN_LINKS]
     bundle = _searchset(request, result, f"{path}/${operation.code}", call.cursor, kept)
     return json_response(bundle, 200, media, pretty=is_pretty(request))

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from fhir_server.api.audit import audit_read
 from fhir_server.api.body import read_json
 from fhir_server.api.bundles import transaction_or_batch
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
@@ -87,6 +88,7 @@ async def read(request: Request) -> Response:
     media = response_media_type(request)
     params = request.path_params
     version = await _service(request).read(params["resource_type"], params["resource_id"])
+    await audit_read(request, "read", [version])
     if _not_modified(request, version):
         return Response(None, 304, version_headers(request, version))
     return resource_response(request, version, media, pretty=is_pretty(request))
@@ -98,6 +100,7 @@ async def vread(request: Request) -> Response:
     version = await _service(request).vread(
         params["resource_type"], params["resource_id"], params["version_id"]
     )
+    await audit_read(request, "vread", [version])
     return resource_response(request, version, media, pretty=is_pretty(request))
 
 
@@ -138,6 +141,8 @@ async def history(request: Request) -> Response:
         cursor=_cursor_param(params.get("_cursor")),
     )
     page = await _service(request).history(query)
+    level = "history-instance" if query.resource_id else "history-type"
+    await audit_read(request, level if query.resource_type else "history-system", page.versions)
     next_link = None
     if page.next_cursor is not None and query.count > 0:
         kept = [(k, v) for k, v in params.multi_items() if k != "_cursor"]
@@ -357,8 +362,21 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
 ]
 
 
-def fhir_routes(base_path: str) -> list[BaseRoute]:
+PUBLIC = frozenset({capabilities, capabilities_read_only})
+"""Answer without a token: the CapabilityStatement is how a client learns where to get one."""
+
+
+def fhir_routes(
+    base_path: str, protect: Callable[[Endpoint], Endpoint] | None = None
+) -> list[BaseRoute]:
+    """The FHIR route table; ``protect`` wraps every endpoint but the public ones (None:
+    authentication off)."""
     return [
-        Route(base_path + path, endpoint, methods=methods, include_in_schema=False)
+        Route(
+            base_path + path,
+            endpoint if protect is None or endpoint in PUBLIC else protect(endpoint),
+            methods=methods,
+            include_in_schema=False,
+        )
         for path, endpoint, methods in ROUTES
     ]

@@ -17,6 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.audit import audit_read
 from fhir_server.api.negotiation import is_pretty, response_media_type
 from fhir_server.api.rendering import base_url, json_response
 from fhir_server.definitions import Definitions
@@ -77,7 +78,7 @@ async def type_search(request: Request) -> Response:
     result = await _search_service(request).search(
         (resource_type,), pairs, strict=strict_handling(request), base_url=base_url(request)
     )
-    return _answer(request, result, pairs, f"/{resource_type}", media)
+    return await _answer(request, result, pairs, f"/{resource_type}", media)
 
 
 async def system_search(request: Request) -> Response:
@@ -90,7 +91,7 @@ async def system_search(request: Request) -> Response:
         strict=strict_handling(request),
         base_url=base_url(request),
     )
-    return _answer(request, result, pairs, "", media)
+    return await _answer(request, result, pairs, "", media)
 
 
 async def compartment_search(request: Request) -> Response:
@@ -107,16 +108,19 @@ async def compartment_search(request: Request) -> Response:
         base_url=base_url(request),
     )
     path = f"/{params['resource_type']}/{params['resource_id']}/{target or '*'}"
-    return _answer(request, result, pairs, path, media)
+    return await _answer(request, result, pairs, path, media)
 
 
-def _answer(
+async def _answer(
     request: Request,
     result: SearchResult,
     pairs: list[tuple[str, str]],
     path: str,
     media: str,
 ) -> Response:
+    interaction = "search-system" if path in ("", "/") else "search-type"
+    returned = [*result.page.matches, *result.page.included]
+    await audit_read(request, interaction, returned, query=f"{path}?{urlencode(pairs)}")
     body = searchset_bundle(request, result, pairs, path)
     return json_response(body, 200, media, pretty=is_pretty(request))
 

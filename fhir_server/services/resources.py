@@ -18,11 +18,14 @@ from typing import Any
 
 import orjson
 
+from fhir_server.auth import policy
+from fhir_server.auth.context import current_access
 from fhir_server.definitions import Definitions
 from fhir_server.errors import (
     BadRequest,
     Conflict,
     FhirError,
+    Forbidden,
     Gone,
     InvalidResource,
     Issue,
@@ -35,6 +38,8 @@ from fhir_server.model.ids import is_valid_id, new_id
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
 from fhir_server.search.plan import SearchPlan
+from fhir_server.search.values import ReferenceEntry
+from fhir_server.services.audit_trail import AuditTrail
 from fhir_server.services.content import apply_json_patch, without_server_meta
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.locks import KeyedLocks
@@ -83,8 +88,10 @@ class ResourceService:
         *,
         allow_client_ids: bool = True,
         max_resource_bytes: int = 10 * 1024 * 1024,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._max_resource_bytes = max_resource_bytes
         self._definitions = definitions
         self._validator = validator
@@ -106,12 +113,14 @@ class ResourceService:
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         """The current version; 404 if it never existed, 410 if its last version is a delete."""
         self.check_type(resource_type)
+        policy.require(resource_type, "read")
         _check_id(resource_id)
         version = await self.current(resource_type, resource_id)
         if version is None:
             raise NotFound(
                 f"{resource_type}/{resource_id} is not known", rofecare_code="rofecare-1102"
             )
+        self._check_compartment(version, "read")
         if version.deleted:
             raise Gone(
                 f"{resource_type}/{resource_id} was deleted",
@@ -122,6 +131,7 @@ class ResourceService:
 
     async def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
         self.check_type(resource_type)
+        policy.require(resource_type, "read")
         _check_id(resource_id)
         if not version_id.isdigit() or len(version_id) > 18:
             raise NotFound(f"No version {version_id!r}", rofecare_code="rofecare-1104")
@@ -131,6 +141,7 @@ class ResourceService:
                 f"{resource_type}/{resource_id} has no version {version_id}",
                 rofecare_code="rofecare-1104",
             )
+        self._check_compartment(version, "read")
         if version.deleted:
             raise Gone(
                 f"Version {version_id} of {resource_type}/{resource_id} is a deletion",
@@ -139,17 +150,52 @@ class ResourceService:
         return version
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
+        """History of an instance needs ``r`` on its type; of a type or the whole system,
+        ``s`` (SMART v2), and is not offered under ``patient/`` scopes, which it could not
+        confine without reading every version."""
         if query.resource_type is not None:
             self.check_type(query.resource_type)
         if query.resource_id is not None:
             assert query.resource_type is not None
+            policy.require(query.resource_type, "read")
             _check_id(query.resource_id)
-            if await self._store.read(query.resource_type, query.resource_id) is None:
+            current = await self._store.read(query.resource_type, query.resource_id)
+            if current is None:
                 raise NotFound(
                     f"{query.resource_type}/{query.resource_id} is not known",
                     rofecare_code="rofecare-1102",
                 )
+            self._check_compartment(current, "read")
+        else:
+            resource_type = query.resource_type or "*"
+            policy.require(resource_type, "search")
+            if policy.confining_patient(resource_type, "search") is not None:
+                raise Forbidden(
+                    "History above the instance level is not available with patient/ scopes",
+                    rofecare_code="rofecare-3407",
+                )
         return await self._store.history(query)
+
+    def _check_compartment(self, version: StoredVersion, interaction: policy.Interaction) -> None:
+        """Under patient/ scopes, the version must belong to the launch patient (its body,
+        or for a deletion the fact that it is one: deletions carry no data)."""
+        if policy.confining_patient(version.resource_type, interaction) is None:
+            return
+        if version.body is None:
+            return
+        body = orjson.loads(version.body)
+        policy.check_in_compartment(
+            version.resource_type, body, self._references(body), interaction
+        )
+
+    def _references(self, body: dict[str, Any]) -> set[tuple[str, str]]:
+        return {
+            (entry.target_type, entry.target_id)
+            for entry in self._search_index.indexer.entries(body)
+            if isinstance(entry, ReferenceEntry)
+            and entry.target_type is not None
+            and entry.target_id is not None
+        }
 
     def condition(self, resource_type: str, criteria: str) -> SearchPlan:
         return parse_criteria(resource_type, criteria, self._search_index.parser)
@@ -219,6 +265,7 @@ class ResourceService:
         criteria the caller already searched and found no match for (a transaction decides
         its conditions first); the store checks them again as it writes."""
         self.check_type(resource_type)
+        policy.require(resource_type, "create")
         await self.validate(without_server_meta(resource), resource_type)
         if if_none_exist is None and unless_exists is not None and active_stage() is not None:
             # In a transaction the store's check fails the commit, which runs it all again.
@@ -287,6 +334,11 @@ class ResourceService:
         await self.validate(without_server_meta(resource), resource_type)
 
         async def put(current: StoredVersion | None) -> WriteResult:
+            exists = current is not None and not current.deleted
+            policy.require(resource_type, "update" if exists else "create")
+            policy.check_append_only(resource_type, exists=exists)
+            if current is not None:
+                self._check_compartment(current, "update")
             if current is None and not self._allow_client_ids:
                 raise MethodNotAllowed(
                     "This server assigns ids; create with POST", rofecare_code="rofecare-1204"
@@ -371,8 +423,12 @@ class ResourceService:
                 "A JSON Patch body is an array of operations", rofecare_code="rofecare-1301"
             )
 
+        policy.require(resource_type, "update")
+
         async def apply(current: StoredVersion | None) -> WriteResult:
             assert current is not None
+            policy.check_append_only(resource_type, exists=not current.deleted)
+            self._check_compartment(current, "update")
             if current.body is None:
                 raise Gone(
                     f"{resource_type}/{resource_id} was deleted", rofecare_code="rofecare-1103"
@@ -390,10 +446,13 @@ class ResourceService:
     ) -> WriteResult:
         """DELETE: a new version marking the resource gone (http.html#delete); idempotent."""
         self.check_type(resource_type)
+        policy.require(resource_type, "delete")
         _check_id(resource_id)
 
         async def mark_deleted(current: StoredVersion | None) -> WriteResult:
             assert current is not None
+            policy.check_append_only(resource_type, exists=not current.deleted)
+            self._check_compartment(current, "delete")
             if current.deleted:
                 return WriteResult(current, created=False, changed=False)
             record = WriteRecord(
@@ -479,6 +538,13 @@ class ResourceService:
                 rofecare_code="rofecare-1507",
             )
         entries, text = self._search_index.entries(body)
+        if policy.confining_patient(resource_type, "create" if current is None else "update"):
+            policy.check_in_compartment(
+                resource_type,
+                body,
+                self._references(body),
+                "create" if current is None else "update",
+            )
         record = WriteRecord(
             resource_type=resource_type,
             resource_id=resource_id,
@@ -499,10 +565,16 @@ class ResourceService:
         stage = active_stage()
         if stage is not None:
             return stage.add(record)
-        await self._store.write([record])
+        await self._store.write(self._audited([record]))
         if record.resource_type == "SearchParameter":
             await self.reload_search_parameters()
         return record.as_version()
+
+    def _audited(self, records: list[WriteRecord]) -> list[WriteRecord]:
+        """``records`` and their AuditEvent, to commit in one transaction."""
+        if self._audit is None or not records:
+            return records
+        return [*records, self._audit.for_writes(records, current_access())]
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The current version (deleted or not), as staged in this transaction if it was."""
@@ -516,7 +588,7 @@ class ResourceService:
         """Persist every staged record in one storage transaction (VersionConflict if any
         resource changed since it was staged: nothing is written then)."""
         if stage.records:
-            await self._store.write(stage.records)
+            await self._store.write(self._audited(stage.records))
         if stage.search_parameters_changed:
             await self.reload_search_parameters()
 

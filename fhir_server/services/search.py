@@ -10,9 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
+from fhir_server.auth import policy
+from fhir_server.auth.context import current_access
 from fhir_server.definitions import Definitions
 from fhir_server.definitions.registry import load_patient_compartment
-from fhir_server.errors import BadRequest, NotFound
+from fhir_server.errors import BadRequest, Forbidden, NotFound
 from fhir_server.model.ids import is_valid_id
 from fhir_server.search.parser import ParsedSearch
 from fhir_server.search.plan import CompartmentMatch
@@ -57,7 +61,8 @@ class SearchService:
             self._resources.check_type(resource_type)
         await self._resources.refresh_search_parameters()
         parsed = self._index.parser.parse(resource_types, pairs, strict=strict, base_url=base_url)
-        return SearchResult(parsed, await self._store.search(parsed.plan))
+        parsed.plan = policy.confine_plan(parsed.plan)
+        return SearchResult(parsed, self.visible(await self._store.search(parsed.plan)))
 
     def system_types(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
         """The types of ``_type`` (comma-separated or repeated); () for every type."""
@@ -112,9 +117,9 @@ class SearchService:
             compartment_type,
             compartment_id,
         )
-        plan = replace(parsed.plan, where=((member,), *parsed.plan.where))
+        plan = policy.confine_plan(replace(parsed.plan, where=((member,), *parsed.plan.where)))
         parsed.plan = plan
-        return SearchResult(parsed, await self._store.search(plan))
+        return SearchResult(parsed, self.visible(await self._store.search(plan)))
 
     # -- linked resources (the engine of $everything) ------------------------------------
 
@@ -123,7 +128,43 @@ class SearchService:
         if not query.links:
             raise ValueError("A linked search needs at least one link")
         plan = linked_plan(query, self._index.registry)
-        return SearchResult(ParsedSearch(plan), await self._store.search(plan))
+        access = current_access()
+        if access is not None:
+            # $everything: the types the token may not search drop out of the plan, so the
+            # pages stay full; confined ones are narrowed to the launch patient.
+            allowed = tuple(kind for kind in plan.resource_types if access.scopes.allows(kind, "s"))
+            if not allowed:
+                raise Forbidden(
+                    "The access token grants search on none of the linked resource types",
+                    rofecare_code="rofecare-3403",
+                )
+            plan = policy.confine_plan(replace(plan, resource_types=allowed))
+        return SearchResult(ParsedSearch(plan), self.visible(await self._store.search(plan)))
+
+    def visible(self, page: SearchPage) -> SearchPage:
+        """``page`` without the included resources the current access may not read:
+        ``_include``/``_revinclude`` must not open a door the scopes keep shut."""
+        access = current_access()
+        if access is None or not page.included:
+            return page
+        kept = []
+        for version in page.included:
+            kind = version.resource_type
+            if not access.scopes.allows(kind, "r"):
+                continue
+            if policy.confining_patient(kind, "read") is not None and version.body is not None:
+                body = orjson.loads(version.body)
+                try:
+                    policy.check_in_compartment(
+                        kind, body, self.references(body, self._all_codes(kind)), "read"
+                    )
+                except Forbidden:
+                    continue
+            kept.append(version)
+        return replace(page, included=kept)
+
+    def _all_codes(self, resource_type: str) -> tuple[str, ...]:
+        return load_patient_compartment().get(resource_type, ())
 
     @staticmethod
     def patient_compartment() -> Links:

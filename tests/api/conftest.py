@@ -63,6 +63,9 @@ def marital_text_parameter(**extra: Any) -> dict[str, Any]:
 
 
 def make_client(tmp_path: Path, **settings: Any) -> TestClient:
+    """The app with authentication off unless asked (the FHIR behaviour under test is the
+    same; tests/api/test_auth_*.py and tests/e2e/test_smart_*.py test it with tokens)."""
+    settings.setdefault("auth_enabled", False)
     app = build_app(Settings(data_dir=tmp_path, **settings))
     return TestClient(app, base_url="http://testserver", raise_server_exceptions=False)
 

@@ -46,7 +46,8 @@ def test_type_and_system_history(client: TestClient) -> None:
         "/fhir/Observation", json=observation(f"Patient/{pid}"), headers=FHIR_JSON
     ).json()["id"]
     types = [e["resource"]["resourceType"] for e in client.get("/fhir/_history").json()["entry"]]
-    assert types == ["Observation", "Patient"]
+    # Newest first; each write's AuditEvent is committed with it (written after it).
+    assert types == ["AuditEvent", "Observation", "AuditEvent", "Patient"]
     only = client.get("/fhir/Observation/_history").json()
     assert [e["resource"]["id"] for e in only["entry"]] == [oid]
 

@@ -32,7 +32,7 @@ from tests.contract.mongo_standin import StandInClient
 
 def _client(tmp_path: Path) -> tuple[TestClient, StandInClient]:
     store = standin_store(tmp_path)
-    app = build_app(Settings(data_dir=tmp_path), store=store)
+    app = build_app(Settings(data_dir=tmp_path, auth_enabled=False), store=store)
     client = TestClient(app, base_url="http://testserver", raise_server_exceptions=False)
     standin = store._client
     assert isinstance(standin, StandInClient)
@@ -183,14 +183,15 @@ async def test_bulk_load_search_and_reindex_over_the_mongodb_store(tmp_path: Pat
             base_url="http://rofecare.test/fhir",
         )
         assert summary.failed == 0 and summary.loaded == 9, summary
-        assert await count_current(store) == 9
+        # and the AuditEvents: one for the transaction, one per NDJSON resource (a batch)
+        assert await count_current(store) == 9 + 6
         patients = await core.search.search(("Patient",), [("_total", "accurate")])
         assert patients.page.total == 6
         pairs = [("subject:Patient.gender", "female"), ("_total", "accurate")]
         before = await core.search.search(("Observation",), pairs)
         assert before.page.total == 3
         reindexed = await reindex(store, core.search_index)
-        assert reindexed.reindexed == 9
+        assert reindexed.reindexed == 9 + 6
         after = await core.search.search(("Observation",), pairs)
         assert after.page.total == before.page.total
         assert await store.check() == []

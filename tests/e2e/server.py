@@ -80,8 +80,18 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ROFECARE_")}
 
 
-def start_server(data_dir: Path, log_path: Path, extra_args: Sequence[str] = ()) -> RunningServer:
-    """Start ``rofecare serve`` on a free port and return once GET /ready answers 200."""
+def start_server(
+    data_dir: Path,
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+    *,
+    auth: bool = False,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Start ``rofecare serve`` on a free port and return once GET /ready answers 200.
+
+    Authentication is off unless ``auth``: the tests of FHIR behaviour need no tokens;
+    the SMART tests turn it on (``env`` adds ROFECARE_* settings)."""
     port = free_port()
     command = [
         sys.executable,
@@ -101,7 +111,11 @@ def start_server(data_dir: Path, log_path: Path, extra_args: Sequence[str] = ())
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env=_clean_environment(),
+            env={
+                **_clean_environment(),
+                "ROFECARE_AUTH_ENABLED": "true" if auth else "false",
+                **(env or {}),
+            },
             start_new_session=True,  # a Ctrl-C in the terminal must not reach it first
         )
     server = RunningServer(process, port, data_dir, log_path)

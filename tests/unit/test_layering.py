@@ -14,17 +14,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-LAYERS = {
+LAYERS: dict[str, float] = {
     "fhir_server.model": 0,
     "fhir_server.errors": 1,
     "fhir_server.config": 1,
     "fhir_server.definitions": 2,
     "fhir_server.search": 3,
     "fhir_server.validation": 3,
+    "fhir_server.auth": 4,
+    "fhir_server.events": 4.5,
     "fhir_server.storage": 4,
     "fhir_server.services": 5,
     "fhir_server.api": 6,
     "fhir_server.app": 7,
+    "fhir_server.cli_identity": 7.5,
     "fhir_server.cli": 8,
     "fhir_server.__main__": 9,
 }
@@ -32,7 +35,7 @@ PLUGINS = ("operations", "adapters", "terminology", "profiles")
 PLUGIN_FORBIDDEN = ("fhir_server.api", "fhir_server.app", "fhir_server.storage")
 
 
-def _layer(module: str) -> tuple[str, int] | None:
+def _layer(module: str) -> tuple[str, float] | None:
     for prefix, rank in LAYERS.items():
         if module == prefix or module.startswith(prefix + "."):
             return prefix, rank

@@ -1,0 +1,1 @@
+"""Identity and authorization: SMART scopes, tokens, users, audit."""

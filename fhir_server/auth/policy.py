@@ -1,0 +1,148 @@
+"""Enforcement: what the current access may do, asked by the services at every door.
+
+The checks live below the HTTP layer (DESIGN.md, "One write path", step 1: authorize), so a
+transaction entry, an ``$operation``, an ``_include`` and a plain REST read are held to the
+same scopes. Interactions map to SMART v2 letters
+(https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html#scopes-for-requesting-fhir-resources):
+create ``c``, read and vread ``r``, update and patch ``u``, delete ``d``, search and
+history ``s``.
+
+``patient/`` scopes confine access to the launch patient's compartment (the R4 Patient
+CompartmentDefinition): searches get a compartment criterion added, so results are
+filtered by the store rather than checked one by one; single reads and writes check the
+resource's references. Resource types outside the Patient compartment (Medication,
+Organization, ...) hold no patient's data and are not narrowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+from fhir_server.auth.context import Access, current_access
+from fhir_server.definitions.registry import load_patient_compartment
+from fhir_server.errors import Forbidden, MethodNotAllowed
+from fhir_server.search.plan import CompartmentMatch, IdMatch, SearchPlan
+
+Interaction = Literal["create", "read", "update", "delete", "search"]
+LETTERS: dict[Interaction, str] = {
+    "create": "c",
+    "read": "r",
+    "update": "u",
+    "delete": "d",
+    "search": "s",
+}
+APPEND_ONLY = frozenset({"AuditEvent"})
+
+
+def require(resource_type: str, interaction: Interaction) -> Access | None:
+    """The current access if it may do ``interaction`` on ``resource_type`` (None: no
+    request context, the server itself); 403 otherwise."""
+    access = current_access()
+    if access is None:
+        return None
+    contexts = access.scopes.contexts_for(resource_type, LETTERS[interaction])
+    if not contexts:
+        raise Forbidden(
+            f"The access token does not grant {interaction} on {resource_type} "
+            f"(a scope such as user/{resource_type}.{LETTERS[interaction]} is needed)",
+            rofecare_code="rofecare-3403",
+        )
+    if contexts == {"patient"} and access.patient is None:
+        raise Forbidden(
+            f"patient/ scopes on {resource_type} need a patient context (launch/patient)",
+            rofecare_code="rofecare-3404",
+        )
+    return access
+
+
+def confining_patient(resource_type: str, interaction: Interaction) -> str | None:
+    """The patient whose compartment bounds this access, when only ``patient/`` scopes
+    grant it (``require`` has passed); None when it is not confined."""
+    access = current_access()
+    if access is None or access.patient is None:
+        return None
+    contexts = access.scopes.contexts_for(resource_type, LETTERS[interaction])
+    if contexts != {"patient"}:
+        return None
+    if resource_type not in ("Patient", "*") and resource_type not in load_patient_compartment():
+        return None  # not patient data (Medication, Organization...): not narrowed
+    return access.patient
+
+
+def confine_plan(plan: SearchPlan) -> SearchPlan:
+    """Check ``search`` on every type of ``plan`` and narrow it to the patient's
+    compartment where only ``patient/`` scopes grant it.
+
+    A system search over several types adds, per confined type, that type's compartment
+    links; unconfined types of the same search stay whole. ``plan.resource_types`` empty
+    means every type: then the token needs a ``*`` search scope."""
+    types = plan.resource_types or ("*",)
+    confined: list[str] = []
+    for resource_type in types:
+        require(resource_type, "search")
+        if confining_patient(resource_type, "search") is not None:
+            confined.append(resource_type)
+    access = current_access()
+    if not confined or access is None or access.patient is None:
+        return plan
+    if len(confined) != len(types):
+        # Mixed: confined and unconfined types in one system search. Narrow everything
+        # rather than split the search; unconfined types then find nothing of theirs.
+        # (A token with both kinds of scope on different types is rare; say so.)
+        confined = list(types)
+    return replace(plan, where=(_membership(confined, access.patient), *plan.where))
+
+
+def _membership(types: Sequence[str], patient: str) -> tuple[Any, ...]:
+    links = load_patient_compartment()
+    alternatives: list[Any] = []
+    if "Patient" in types or "*" in types:
+        alternatives.append(_patient_itself(patient))
+    pairs = tuple(
+        (kind, code)
+        for kind in (links if "*" in types else types)
+        if kind in links
+        for code in links[kind]
+    )
+    if pairs:
+        alternatives.append(CompartmentMatch(pairs, "Patient", patient))
+    return tuple(alternatives)
+
+
+def _patient_itself(patient: str) -> IdMatch:
+    return IdMatch((patient,))
+
+
+def check_in_compartment(
+    resource_type: str,
+    resource: Mapping[str, Any] | None,
+    references: set[tuple[str, str]],
+    interaction: Interaction,
+) -> None:
+    """For a single read or write under ``patient/`` scopes: the resource must be the
+    patient, or reference the patient through a compartment link (``references``: the
+    relative references of its compartment parameters, as the indexer reads them)."""
+    patient = confining_patient(resource_type, interaction)
+    if patient is None:
+        return
+    if resource_type == "Patient" and resource is not None and resource.get("id") == patient:
+        return
+    if ("Patient", patient) in references:
+        return
+    raise Forbidden(
+        f"{resource_type} is outside the compartment of Patient/{patient} that the "
+        "patient/ scopes of this token allow",
+        rofecare_code="rofecare-3405",
+    )
+
+
+def check_append_only(resource_type: str, *, exists: bool) -> None:
+    """AuditEvents are never changed or removed once written, by anybody, through any door
+    (a PUT that creates one is a create). 405: no scope or role could allow it."""
+    if resource_type in APPEND_ONLY and exists:
+        raise MethodNotAllowed(
+            f"{resource_type} is append-only: it cannot be updated or deleted",
+            rofecare_code="rofecare-3406",
+        )

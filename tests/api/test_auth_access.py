@@ -1,0 +1,399 @@
+"""Who may do what: the role matrix, patient/ scopes, SMART app and backend service flows."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+from jose import jwk, jwt
+
+from fhir_server.auth.roles import ROLE_NAMES, scopes_of
+from tests.api.auth_helpers import (
+    ADMIN_PASSWORD,
+    BASE,
+    add_user,
+    audit_events,
+    bearer,
+    bootstrap,
+    identity,
+    password_token,
+    pkce_pair,
+    secure_client,
+)
+from tests.api.conftest import observation, patient
+
+REDIRECT = "https://app.example/callback"
+# Every type some role names, and a few none does.
+MATRIX_TYPES = sorted(
+    {s.resource_type for name in ROLE_NAMES for s in scopes_of([name]).resource_scopes} - {"*"}
+    | {"Library", "Questionnaire", "AuditEvent", "Provenance", "Basic"}
+)
+INTERACTIONS = {"r": "read", "s": "search", "c": "create", "u": "patch", "d": "delete"}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[TestClient]:
+    with secure_client(tmp_path) as client:
+        bootstrap(client)
+        yield client
+
+
+@pytest.fixture
+def admin(server: TestClient) -> str:
+    token: str = password_token(server, "admin", ADMIN_PASSWORD)["access_token"]
+    return token
+
+
+def _call(server: TestClient, token: str, resource_type: str, letter: str) -> int:
+    headers = bearer(token)
+    if letter == "r":
+        return server.get(f"/fhir/{resource_type}/nope", headers=headers).status_code
+    if letter == "s":
+        return server.get(f"/fhir/{resource_type}?_count=1", headers=headers).status_code
+    if letter == "c":
+        body = {"resourceType": resource_type, "bogus": True}  # invalid: 400 once allowed
+        return server.post(f"/fhir/{resource_type}", json=body, headers=headers).status_code
+    if letter == "u":
+        patch_headers = {**headers, "Content-Type": "application/json-patch+json"}
+        return server.patch(
+            f"/fhir/{resource_type}/nope", json=[], headers=patch_headers
+        ).status_code
+    return server.delete(f"/fhir/{resource_type}/nope", headers=headers).status_code
+
+
+def test_every_role_gets_exactly_what_its_scopes_allow(server: TestClient) -> None:
+    mismatches = []
+    for role in ROLE_NAMES:
+        username = role.replace("-", "") + "1"
+        password = add_user(server, username, (role,))
+        token = password_token(server, username, password, "user/*.cruds")["access_token"]
+        allowed = scopes_of([role])
+        for resource_type in MATRIX_TYPES:
+            for letter in INTERACTIONS:
+                status = _call(server, token, resource_type, letter)
+                expected = allowed.allows(resource_type, letter)
+                if (status != 403) != expected or status in (401, 500):
+                    mismatches.append((role, resource_type, INTERACTIONS[letter], status))
+    assert mismatches == []
+
+
+def test_a_role_cannot_be_widened_by_asking_for_more(server: TestClient) -> None:
+    password = add_user(server, "cashier1", ("cashier",))
+    answer = password_token(server, "cashier1", password, "user/*.cruds user/Condition.rs")
+    assert "Condition" not in answer["scope"] and "Invoice" in answer["scope"]
+    token = answer["access_token"]
+    response = server.get("/fhir/Condition", headers=bearer(token))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+    admin = password_token(server, "admin", ADMIN_PASSWORD)["access_token"]
+    denied = [e for e in audit_events(server, admin) if e["outcome"] == "4"]
+    assert denied and denied[-1]["agent"][0]["name"] == "cashier1"
+    assert "403" in denied[-1]["outcomeDesc"]
+
+
+def test_includes_and_transactions_are_held_to_the_same_scopes(
+    server: TestClient, admin: str
+) -> None:
+    pid = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    server.post("/fhir/Observation", json=observation(f"Patient/{pid}"), headers=bearer(admin))
+    password = add_user(server, "clerk", ("receptionist",))
+    clerk = password_token(server, "clerk", password, "user/*.cruds")["access_token"]
+    revinclude = server.get(
+        f"/fhir/Patient?_id={pid}&_revinclude=Observation:subject", headers=bearer(clerk)
+    ).json()
+    kinds = [entry["resource"]["resourceType"] for entry in revinclude["entry"]]
+    assert kinds == ["Patient"]  # the Observation was not the receptionist's to see
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": observation(f"Patient/{pid}"),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    refused = server.post("/fhir", json=bundle, headers=bearer(clerk))
+    assert refused.status_code == 403
+    total = server.get("/fhir/Patient?_summary=count", headers=bearer(admin)).json()["total"]
+    assert total == 1  # nothing of the refused transaction was written
+
+
+# -- a SMART app: authorization code + PKCE, launch/patient ----------------------------------
+
+
+def _register_app(server: TestClient, scope: str) -> None:
+    assert server.portal is not None
+
+    async def register() -> None:
+        await identity(server).users.add_client(
+            "growth-chart",
+            name="Growth chart",
+            kind="public",
+            grant_types=("authorization_code", "refresh_token"),
+            scope=scope,
+            redirect_uris=(REDIRECT,),
+        )
+
+    server.portal.call(register)
+
+
+def _authorize_params(challenge: str, scope: str, **extra: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": "growth-chart",
+        "redirect_uri": REDIRECT,
+        "scope": scope,
+        "state": "st-123",
+        "aud": BASE,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+
+
+def _launch(
+    server: TestClient, username: str, password: str, patient_id: str, scope: str
+) -> dict[str, Any]:
+    verifier, challenge = pkce_pair()
+    params = _authorize_params(challenge, scope)
+    page = server.get("/oauth/authorize", params=params)
+    assert page.status_code == 200 and "Growth chart" in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    answer = server.post(
+        "/oauth/authorize",
+        data={
+            **params,
+            "username": username,
+            "password": password,
+            "patient": patient_id,
+            "decision": "approve",
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 302, answer.text
+    location = urlsplit(answer.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT
+    query = parse_qs(location.query)
+    assert query["state"] == ["st-123"]
+    exchange = {
+        "grant_type": "authorization_code",
+        "client_id": "growth-chart",
+        "code": query["code"][0],
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    token = server.post("/oauth/token", data=exchange)
+    assert token.status_code == 200, token.text
+    replay = server.post("/oauth/token", data=exchange)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    result: dict[str, Any] = token.json()
+    return result
+
+
+def test_a_patient_app_sees_only_its_patients_record(server: TestClient, admin: str) -> None:
+    mine = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    other = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    own_obs = server.post(
+        "/fhir/Observation", json=observation(f"Patient/{mine}"), headers=bearer(admin)
+    ).json()["id"]
+    other_obs = server.post(
+        "/fhir/Observation", json=observation(f"Patient/{other}"), headers=bearer(admin)
+    ).json()["id"]
+    scope = (
+        "launch/patient openid fhirUser offline_access patient/Patient.rs patient/Observation.crs"
+    )
+    _register_app(server, scope)
+    password = add_user(server, "doctor", ("physician",), fhir_user="Practitioner/dr1")
+    answer = _launch(server, "doctor", password, mine, scope)
+    assert answer["patient"] == mine and "id_token" in answer and "refresh_token" in answer
+    id_claims = jwt.get_unverified_claims(answer["id_token"])
+    assert id_claims["fhirUser"] == "Practitioner/dr1" and id_claims["aud"] == "growth-chart"
+    token = answer["access_token"]
+
+    def ids(url: str) -> list[str]:
+        response = server.get(url, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        return [entry["resource"]["id"] for entry in response.json().get("entry", [])]
+
+    assert ids("/fhir/Observation") == [own_obs]
+    assert ids("/fhir/Patient") == [mine]
+    assert ids(f"/fhir/Observation?_include=Observation:subject&_id={own_obs},{other_obs}") == [
+        own_obs,
+        mine,
+    ]
+    assert server.get(f"/fhir/Observation/{own_obs}", headers=bearer(token)).status_code == 200
+    assert server.get(f"/fhir/Observation/{other_obs}", headers=bearer(token)).status_code == 403
+    assert server.get(f"/fhir/Patient/{other}", headers=bearer(token)).status_code == 403
+    assert server.get("/fhir/Condition", headers=bearer(token)).status_code == 403
+    written = server.post(
+        "/fhir/Observation", json=observation(f"Patient/{mine}"), headers=bearer(token)
+    )
+    assert written.status_code == 201
+    elsewhere = server.post(
+        "/fhir/Observation", json=observation(f"Patient/{other}"), headers=bearer(token)
+    )
+    assert elsewhere.status_code == 403
+    assert server.get("/fhir/_history", headers=bearer(token)).status_code == 403
+
+
+def test_the_authorization_endpoint_refuses_what_it_must(server: TestClient) -> None:
+    scope = "launch/patient patient/Patient.rs"
+    _register_app(server, scope)
+    _, challenge = pkce_pair()
+    wrong_redirect = _authorize_params(challenge, scope, redirect_uri="https://evil.example/cb")
+    page = server.get("/oauth/authorize", params=wrong_redirect, follow_redirects=False)
+    assert page.status_code == 400 and "redirect_uri" in page.text  # shown, never redirected
+    unknown = server.get(
+        "/oauth/authorize", params=_authorize_params(challenge, scope, client_id="nope")
+    )
+    assert unknown.status_code == 400
+    for extra, error in [
+        ({"aud": "https://other.example/fhir"}, "invalid_request"),
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+    ]:
+        answer = server.get(
+            "/oauth/authorize",
+            params=_authorize_params(challenge, scope, **extra),
+            follow_redirects=False,
+        )
+        assert answer.status_code == 302
+        assert parse_qs(urlsplit(answer.headers["location"]).query)["error"] == [error]
+    denied = server.post(
+        "/oauth/authorize",
+        data={**_authorize_params(challenge, scope), "decision": "deny"},
+        follow_redirects=False,
+    )
+    assert parse_qs(urlsplit(denied.headers["location"]).query)["error"] == ["access_denied"]
+    bad_login = server.post(
+        "/oauth/authorize",
+        data={
+            **_authorize_params(challenge, scope),
+            "username": "admin",
+            "password": "wrong-Wrong-1",
+            "patient": "x",
+            "decision": "approve",
+        },
+    )
+    assert bad_login.status_code == 401 and "Invalid username or password" in bad_login.text
+    assert (
+        "<script"
+        not in server.get(
+            "/oauth/authorize", params=_authorize_params(challenge, "<script>alert(1)</script>")
+        ).text
+    )
+
+
+def test_a_wrong_pkce_verifier_gets_no_token(server: TestClient, admin: str) -> None:
+    mine = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    scope = "launch/patient patient/Patient.rs"
+    _register_app(server, scope)
+    _, challenge = pkce_pair()
+    params = _authorize_params(challenge, scope)
+    answer = server.post(
+        "/oauth/authorize",
+        data={
+            **params,
+            "username": "admin",
+            "password": ADMIN_PASSWORD,
+            "patient": mine,
+            "decision": "approve",
+        },
+        follow_redirects=False,
+    )
+    code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+    exchange = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": "growth-chart",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": pkce_pair()[0],  # not the one the challenge came from
+        },
+    )
+    assert exchange.status_code == 400 and exchange.json()["error"] == "invalid_grant"
+
+
+# -- a backend service: client_credentials with private_key_jwt ------------------------------
+
+
+def _service_key() -> tuple[str, dict[str, Any]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = jwk.construct(pem, "RS384").public_key().to_dict()
+    public.update({"kid": "svc-1", "alg": "RS384", "use": "sig"})
+    return pem, {"keys": [public]}
+
+
+def _assertion(pem: str, jti: str | None = None) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "lab-sync",
+        "sub": "lab-sync",
+        "aud": "http://testserver/oauth/token",
+        "exp": now + 240,
+        "jti": jti or secrets.token_hex(8),
+    }
+    token: str = jwt.encode(claims, pem, algorithm="RS384", headers={"kid": "svc-1"})
+    return token
+
+
+def test_a_backend_service_gets_system_scopes_and_replays_are_refused(
+    server: TestClient,
+) -> None:
+    pem, jwks = _service_key()
+    assert server.portal is not None
+
+    async def register() -> None:
+        await identity(server).users.add_client(
+            "lab-sync",
+            name="Laboratory analyser bridge",
+            kind="confidential",
+            grant_types=("client_credentials",),
+            scope="system/Observation.crs system/Patient.rs",
+            jwks=jwks,
+        )
+
+    server.portal.call(register)
+    assertion = _assertion(pem)
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "system/Observation.rs system/Condition.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    answer = server.post("/oauth/token", data=form)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["scope"] == "system/Observation.rs"
+    assert "refresh_token" not in answer.json()
+    token = answer.json()["access_token"]
+    assert server.get("/fhir/Observation", headers=bearer(token)).status_code == 200
+    assert server.get("/fhir/Condition", headers=bearer(token)).status_code == 403
+    replay = server.post("/oauth/token", data=form)
+    assert replay.status_code == 401 and "replay" in replay.json()["error_description"]
+    stranger_pem, _ = _service_key()
+    forged = server.post(
+        "/oauth/token", data={**form, "client_assertion": _assertion(stranger_pem)}
+    )
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_client"
+    introspected = server.post(
+        "/oauth/introspect", data={**form, "client_assertion": _assertion(pem), "token": token}
+    )
+    assert introspected.status_code == 200, introspected.text
+    assert introspected.json()["active"] is True
+    assert introspected.json()["client_id"] == "lab-sync"
