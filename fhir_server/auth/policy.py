@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from fhir_server.auth.context import Access, current_access
+from fhir_server.auth.roles import role
 from fhir_server.definitions.registry import load_patient_compartment
 from fhir_server.errors import Forbidden, MethodNotAllowed
 from fhir_server.search.plan import CompartmentMatch, IdMatch, SearchPlan
@@ -145,4 +146,37 @@ def check_append_only(resource_type: str, *, exists: bool) -> None:
         raise MethodNotAllowed(
             f"{resource_type} is append-only: it cannot be updated or deleted",
             rofecare_code="rofecare-3406",
+        )
+
+
+def check_consultation_editor(resource_type: str, current: Mapping[str, Any] | None) -> None:
+    """A physician changes only the consultations (Encounters) they take part in, unless
+    they hold a supervising role (DESIGN.md, Clinical: "a practitioner edits only their
+    own consultations unless supervisor").
+
+    Applies when the physician role is what grants the change: a user whose other roles
+    also allow updating Encounters (a nurse's triage, reception) is not narrowed by it.
+    The user's Practitioner (``fhirUser``) must be an ``Encounter.participant.individual``
+    of the version being changed."""
+    access = current_access()
+    if resource_type != "Encounter" or current is None or access is None:
+        return
+    if "physician" not in access.roles:
+        return
+    others = [name for name in access.roles if name != "physician"]
+    if any(role(name).supervises_consultations for name in access.roles) or any(
+        role(name).scopes.allows("Encounter", "u") for name in others
+    ):
+        return
+    participants = {
+        str(item.get("individual", {}).get("reference"))
+        for item in current.get("participant", [])
+        if isinstance(item, dict) and isinstance(item.get("individual"), dict)
+    }
+    if access.fhir_user is None or access.fhir_user not in participants:
+        raise Forbidden(
+            "A physician may change only the consultations they take part in "
+            "(Encounter.participant.individual); a supervisor may change any",
+            expression="Encounter.participant",
+            rofecare_code="rofecare-3408",
         )

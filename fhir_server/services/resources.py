@@ -176,6 +176,13 @@ class ResourceService:
                 )
         return await self._store.history(query)
 
+    def _check_change(self, current: StoredVersion, interaction: policy.Interaction) -> None:
+        """The checks on the version a write replaces (update, patch, delete)."""
+        policy.check_append_only(current.resource_type, exists=not current.deleted)
+        self._check_compartment(current, interaction)
+        if current.resource_type == "Encounter" and current.body is not None:
+            policy.check_consultation_editor("Encounter", orjson.loads(current.body))
+
     def _check_compartment(self, version: StoredVersion, interaction: policy.Interaction) -> None:
         """Under patient/ scopes, the version must belong to the launch patient (its body,
         or for a deletion the fact that it is one: deletions carry no data)."""
@@ -336,9 +343,8 @@ class ResourceService:
         async def put(current: StoredVersion | None) -> WriteResult:
             exists = current is not None and not current.deleted
             policy.require(resource_type, "update" if exists else "create")
-            policy.check_append_only(resource_type, exists=exists)
             if current is not None:
-                self._check_compartment(current, "update")
+                self._check_change(current, "update")
             if current is None and not self._allow_client_ids:
                 raise MethodNotAllowed(
                     "This server assigns ids; create with POST", rofecare_code="rofecare-1204"
@@ -427,8 +433,7 @@ class ResourceService:
 
         async def apply(current: StoredVersion | None) -> WriteResult:
             assert current is not None
-            policy.check_append_only(resource_type, exists=not current.deleted)
-            self._check_compartment(current, "update")
+            self._check_change(current, "update")
             if current.body is None:
                 raise Gone(
                     f"{resource_type}/{resource_id} was deleted", rofecare_code="rofecare-1103"
@@ -451,8 +456,7 @@ class ResourceService:
 
         async def mark_deleted(current: StoredVersion | None) -> WriteResult:
             assert current is not None
-            policy.check_append_only(resource_type, exists=not current.deleted)
-            self._check_compartment(current, "delete")
+            self._check_change(current, "delete")
             if current.deleted:
                 return WriteResult(current, created=False, changed=False)
             record = WriteRecord(

@@ -397,3 +397,59 @@ def test_a_backend_service_gets_system_scopes_and_replays_are_refused(
     assert introspected.status_code == 200, introspected.text
     assert introspected.json()["active"] is True
     assert introspected.json()["client_id"] == "lab-sync"
+
+
+# -- a physician edits only their own consultations ------------------------------------------
+
+
+def _consultation(practitioner: str, status: str = "in-progress") -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "status": status,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/p1"},
+        "participant": [{"individual": {"reference": f"Practitioner/{practitioner}"}}],
+    }
+
+
+def test_a_physician_changes_only_consultations_they_take_part_in(
+    server: TestClient, admin: str
+) -> None:
+    own = server.post("/fhir/Encounter", json=_consultation("dr1"), headers=bearer(admin))
+    theirs = server.post("/fhir/Encounter", json=_consultation("dr2"), headers=bearer(admin))
+    own_id, their_id = own.json()["id"], theirs.json()["id"]
+    doctor = password_token(
+        server, "dr1", add_user(server, "dr1", ("physician",), "Practitioner/dr1"), "user/*.cruds"
+    )["access_token"]
+    chief = password_token(
+        server,
+        "chief",
+        add_user(server, "chief", ("supervisor-physician",), "Practitioner/chief"),
+        "user/*.cruds",
+    )["access_token"]
+    finished = {**_consultation("dr1", "finished"), "id": own_id}
+    assert (
+        server.put(f"/fhir/Encounter/{own_id}", json=finished, headers=bearer(doctor)).status_code
+        == 200
+    )
+    refused = server.put(
+        f"/fhir/Encounter/{their_id}",
+        json={**_consultation("dr1", "finished"), "id": their_id},  # claiming it changes nothing
+        headers=bearer(doctor),
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "rofecare-3408"
+    patch_headers = {**bearer(doctor), "Content-Type": "application/json-patch+json"}
+    patch = [{"op": "replace", "path": "/status", "value": "cancelled"}]
+    assert (
+        server.patch(f"/fhir/Encounter/{their_id}", json=patch, headers=patch_headers).status_code
+        == 403
+    )
+    assert server.get(f"/fhir/Encounter/{their_id}", headers=bearer(doctor)).status_code == 200
+    supervised = {**_consultation("dr2", "finished"), "id": their_id}
+    assert (
+        server.put(
+            f"/fhir/Encounter/{their_id}", json=supervised, headers=bearer(chief)
+        ).status_code
+        == 200
+    )
