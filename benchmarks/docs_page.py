@@ -117,8 +117,9 @@ Not written yet: run with `--profile` and describe what the figures and the prof
 
 SEARCH_HEADING = "## Search"
 BUNDLES_HEADING = "## Bundles and bulk loading"
-# Sections other benchmarks write (search.py, bundles.py), carried over in this order.
-KEPT_HEADINGS = (SEARCH_HEADING, BUNDLES_HEADING)
+AUTH_HEADING = "## Authentication and audit"
+# Sections other benchmarks write (search.py, bundles.py, auth.py), carried over in order.
+KEPT_HEADINGS = (SEARCH_HEADING, BUNDLES_HEADING, AUTH_HEADING)
 
 
 def write_docs(path: Path, run: Run) -> None:
@@ -130,6 +131,25 @@ def write_docs(path: Path, run: Run) -> None:
     kept = [section.strip() for section in sections if section] + [limits.strip()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(run).rstrip() + "\n\n" + "\n\n".join(kept) + "\n")
+
+
+def replace_section(path: Path, heading: str, section: str) -> None:
+    """Add or replace the section under ``heading`` (before "What limits it" when new);
+    the rest of the page is kept byte for byte."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    text = section.strip() + "\n"
+    found = re.search(rf"^{re.escape(heading)}[ \t]*$", old, re.MULTILINE)
+    if found is not None:
+        after = old.find("\n## ", found.end())
+        rest = old[after + 1 :] if after >= 0 else ""
+        new = old[: found.start()] + text + ("\n" + rest if rest else "")
+    else:
+        limits = old.find("\n" + LIMITS_HEADING)
+        if limits >= 0:
+            new = old[: limits + 1] + text + "\n" + old[limits + 1 :]
+        else:
+            new = old.rstrip() + "\n\n" + text
+    path.write_text(new)
 
 
 def _section(text: str, heading: str) -> str | None:

@@ -43,17 +43,32 @@ class BenchmarkError(Exception):
 # -- the server process ------------------------------------------------------------------------
 
 
-class Server:
-    """A server subprocess in its own session (Ctrl-C reaches us, and we stop it)."""
+ENGINE_ONLY = {"ROFECARE_AUTH_ENABLED": "false"}
+"""What the REST, search and Bundle benchmarks run with: they measure the FHIR engine on
+the loopback; ``benchmarks/auth.py`` measures what tokens and audit add to it."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
+
+class Server:
+    """A server subprocess in its own session (Ctrl-C reaches us, and we stop it).
+
+    ``env``: ROFECARE_* settings on top of this process's environment; authentication is
+    off (``ENGINE_ONLY``) unless they say otherwise."""
+
+    def __init__(
+        self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name, self.argv, self.port, self.log = name, argv, port, log
+        self.env = {**os.environ, **ENGINE_ONLY, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,13 +127,18 @@ _local = threading.local()
 
 
 def request(
-    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One HTTP request on this thread's keep-alive connection to ``port``."""
     connections: dict[int, http.client.HTTPConnection] = _local.__dict__.setdefault("conns", {})
-    headers = {"Accept": "application/fhir+json"}
+    headers = {"Accept": "application/fhir+json", **(headers or {})}
     if body is not None:
-        headers["Content-Type"] = "application/fhir+json"
+        headers.setdefault("Content-Type", "application/fhir+json")
     for attempt in (1, 2):
         connection = connections.get(port)
         if connection is None:
@@ -153,6 +173,7 @@ class Load:
     connections: int
     threads: int
     warmup: int
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (wrk -H)
 
 
 def measure(
@@ -163,7 +184,13 @@ def measure(
     file.write_text("\n".join(scenario.lines) + "\n")
     method, path, *body = scenario.lines[0].split("\t")
     try:
-        status, answer = request(server.port, method, path, body[0].encode() if body else None)
+        status, answer = request(
+            server.port,
+            method,
+            path,
+            body[0].encode() if body else None,
+            headers=dict(load.headers),
+        )
     except OSError as error:
         server.check_alive()
         raise BenchmarkError(f"{scenario.name}: {method} {path} failed: {error}") from error
@@ -217,6 +244,7 @@ def wrk_command(port: int, requests_file: Path, load: Load, seconds: int) -> lis
         f"--duration={seconds}s",
         "--timeout=10s",
         f"--script={LUA}",
+        *[f"--header={name}: {value}" for name, value in load.headers],
         f"http://{HOST}:{port}/",
         "--",
         str(requests_file),

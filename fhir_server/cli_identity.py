@@ -214,7 +214,10 @@ def bootstrap(settings: Settings) -> None:
         finally:
             await identity.store.close()
 
-    generated = asyncio.run(main())
+    try:
+        generated = asyncio.run(main())
+    except IdentityError as refused:
+        raise SystemExit(f"rofecare: ROFECARE_ADMIN_PASSWORD cannot be used: {refused}") from None
     if generated is not None:
         # Straight to the terminal (not the log): the one place it is ever shown.
         message = (

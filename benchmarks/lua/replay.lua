@@ -43,6 +43,11 @@ function init(args)
          local fields = split_tabs(line)
          local method, target, body = fields[1], fields[2], fields[3]
          local headers = { ["Accept"] = "application/fhir+json" }
+         for name, value in pairs(wrk.headers) do  -- wrk --header (e.g. Authorization)
+            if headers[name] == nil then
+               headers[name] = value
+            end
+         end
          if body ~= nil and #body > 0 then
             headers["Content-Type"] = "application/fhir+json"
          else

@@ -139,7 +139,7 @@ class Authenticator:
             entities=[],
             outcome="4",
             description=f"{error.status} {error.diagnostics}",
-            query=f"{request.method} {request.url.path}",
+            queries=[f"{request.method} {request.url.path}"],
             source_ip=client.host if client else None,
         )
         if access is None:

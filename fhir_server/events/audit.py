@@ -39,6 +39,7 @@ INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 USER_SYSTEM = "urn:rofecare:user"
 CLIENT_SYSTEM = "urn:rofecare:client"
 MAX_ENTITIES = 1_000  # a transaction of more entries names its first 1,000 and says so
+MAX_QUERIES = 100
 ACTIONS: dict[str, Action] = {
     "POST": "C",
     "PUT": "U",
@@ -63,15 +64,17 @@ def rest_event(
     entities: Iterable[Entity],
     outcome: Outcome = "0",
     description: str | None = None,
-    query: str | None = None,
+    queries: Sequence[str] = (),
     source_ip: str | None = None,
     observer: str = "Rofecare",
 ) -> dict[str, Any]:
-    """One RESTful interaction (or a transaction, or a denied request)."""
+    """One RESTful interaction, a transaction, a denied request, or the reads of one
+    requestor within one flush of the audit queue (``entities`` and ``queries`` list them
+    all)."""
     event = _base(REST_TYPE, access, action, recorded, outcome, description, source_ip, observer)
     event["subtype"] = [{"system": INTERACTION_SYSTEM, "code": interaction}]
     items = _entities(entities)
-    if query:
+    for query in queries[:MAX_QUERIES]:
         items.append(
             {
                 "type": _entity_type("2", "System Object"),
