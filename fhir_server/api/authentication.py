@@ -15,15 +15,15 @@ asks.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.api.rendering import base_url
-from fhir_server.auth.context import Access, enter, leave
+from fhir_server.auth.context import Access, enter, leave, set_client_address
 from fhir_server.auth.key_manager import KeyManager
 from fhir_server.auth.scopes import InvalidScope, ScopeSet
 from fhir_server.auth.tokens import InvalidToken, TokenVerifier
@@ -61,17 +61,14 @@ class Authenticator:
             raise _invalid("The Authorization header must be 'Bearer <token>'")
         audience = base_url(request)
         key = (audience, token)
-        now = int(now_utc().timestamp())
         cached = self._verified.get(key)
-        if cached is not None and cached[1] > now:
-            access = cached[0]
-        else:
-            access, expires_at = await self._verify(token, audience)
-            self._verified[key] = (access, expires_at)
-            if len(self._verified) > CACHE_SIZE:
-                self._verified.popitem(last=False)
-        client = request.client
-        return replace(access, source_ip=client.host if client else None)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        access, expires_at = await self._verify(token, audience)
+        self._verified[key] = (access, expires_at)
+        if len(self._verified) > CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return access
 
     async def _verify(self, token: str, audience: str) -> tuple[Access, int]:
         verifier = self._verifiers.get(audience)
@@ -109,6 +106,8 @@ class Authenticator:
         """``endpoint`` behind a bearer token, its denials audited."""
 
         async def protected(request: Request) -> Response:
+            client = request.client
+            set_client_address(client.host if client else None)
             try:
                 access = await self.access(request)
             except FhirError as error:

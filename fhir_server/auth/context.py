@@ -11,14 +11,17 @@ the command already holds the data files.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fhir_server.auth.scopes import ScopeSet
 
 
 @dataclass(frozen=True)
 class Access:
-    """What a verified access token grants, and who holds it (for the audit trail)."""
+    """What a verified access token grants, and who holds it (for the audit trail).
+
+    One object per token, shared by its requests (the network address of each request is
+    in ``client_address()``)."""
 
     subject: str  # the user id, or the client id of a backend service
     client_id: str
@@ -28,7 +31,6 @@ class Access:
     fhir_user: str | None = None  # e.g. "Practitioner/123"
     roles: tuple[str, ...] = ()
     token_id: str = ""
-    source_ip: str | None = field(default=None, compare=False)
 
     @property
     def who(self) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from fhir_server.auth.context import Access
+from fhir_server.auth.context import Access, client_address
 from fhir_server.definitions.registry import load_patient_compartment
 from fhir_server.events.audit import Action, Entity, rest_event
 from fhir_server.model.ids import new_id
@@ -59,6 +59,7 @@ class ReadAudit:
     interaction: str  # read, vread, search-type, history-instance, operation...
     versions: tuple[StoredVersion, ...]
     query: str | None
+    address: str | None  # the client's network address
 
 
 class AuditTrail:
@@ -90,7 +91,7 @@ class AuditTrail:
             action=action,
             recorded=to_instant(first.last_updated),
             entities=entities,
-            source_ip=access.source_ip if access else None,
+            source_ip=client_address(),
         )
         return self._record(event, first.last_updated)
 
@@ -146,7 +147,9 @@ class AuditTrail:
     ) -> None:
         if access is None or self._queue is None:
             return  # the server's own reads, or authentication off: nothing to attribute
-        await self._queue.put(ReadAudit(access, interaction, tuple(versions), query))
+        await self._queue.put(
+            ReadAudit(access, interaction, tuple(versions), query, client_address())
+        )
 
     async def event(self, event: dict[str, Any]) -> None:
         """A ready AuditEvent (a login, a denial)."""
@@ -188,7 +191,7 @@ class AuditTrail:
             if isinstance(item, ReadAudit):
                 access = item.access
                 assert access is not None
-                key = (access.subject, access.client_id, access.source_ip, item.interaction)
+                key = (access.subject, access.client_id, item.address, item.interaction)
                 groups.setdefault(key, []).append(item)
         for reads in groups.values():
             for start in range(0, len(reads), READS_PER_EVENT):
@@ -214,7 +217,7 @@ class AuditTrail:
             recorded=to_instant(now_utc()),
             entities=entities,
             queries=[read.query for read in reads if read.query],
-            source_ip=first.access.source_ip if first.access else None,
+            source_ip=first.address,
         )
 
     def _version_patients(self, version: StoredVersion, exact: bool) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fhir_server.auth.context import client_address
 from fhir_server.auth.identity import IdentityStore
 from fhir_server.auth.key_manager import KeyManager
+from fhir_server.auth.mongo_identity import MongoIdentityStore
 from fhir_server.auth.oauth import AuthorizationServer, LoginEvent, TokenSettings
 from fhir_server.auth.passwords import PasswordHasher, PasswordPolicy
 from fhir_server.auth.sqlite_identity import SqliteIdentityStore
@@ -32,6 +33,11 @@ class Identity:
 
 
 def build_identity_store(settings: Settings) -> IdentityStore:
+    """Where the FHIR data lives, the identity data lives: a SQLite file beside the FHIR
+    file, or private collections of the MongoDB database that workers on several hosts
+    share (they must all see the same users, tokens and signing keys)."""
+    if settings.uses_mongodb():
+        return MongoIdentityStore.connect(settings.store)
     return SqliteIdentityStore(settings.identity_path())
 
 

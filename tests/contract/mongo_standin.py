@@ -252,3 +252,41 @@ class StandInCollection:
             key = found["_id"]
             self._log(session, lambda: self._sync.delete_one({"_id": key}))
         return found
+
+    # -- for the identity store (fhir_server/auth/mongo_identity.py) --------------------------
+
+    def _log_reinsert(self, session: StandInSession | None, document: dict[str, Any]) -> None:
+        old = copy.deepcopy(document)
+        self._log(session, lambda: self._sync.insert_one(old))
+
+    async def update_many(
+        self,
+        condition: dict[str, Any],
+        update: dict[str, Any],
+        *,
+        session: StandInSession | None = None,
+    ) -> _Result:
+        self._client.check()
+        before = list(self._sync.find(condition))
+        result = self._sync.update_many(condition, update)
+        for document in before:
+            self._restore(session, document)
+        return _Result(result.matched_count)
+
+    async def delete_many(
+        self, condition: dict[str, Any], *, session: StandInSession | None = None
+    ) -> None:
+        self._client.check()
+        before = list(self._sync.find(condition))
+        self._sync.delete_many(condition)
+        for document in before:
+            self._log_reinsert(session, document)
+
+    async def find_one_and_delete(
+        self, condition: dict[str, Any], *, session: StandInSession | None = None
+    ) -> dict[str, Any] | None:
+        self._client.check()
+        found: dict[str, Any] | None = self._sync.find_one_and_delete(condition)
+        if found is not None:
+            self._log_reinsert(session, found)
+        return found
