@@ -86,7 +86,44 @@ def capability_statement(
     }
     if settings.public_base_url:
         statement["implementation"]["url"] = settings.public_base_url
+    if settings.auth_enabled:
+        statement["rest"][0]["security"] = _security(settings)
     return statement
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    """SMART on FHIR is announced here (https://hl7.org/fhir/smart-app-launch/conformance.html);
+    the endpoints themselves are in ``.well-known/smart-configuration``, and also in the
+    older oauth-uris extension when the public base URL is configured (they must be
+    absolute, and this statement is built once, before any request names a host)."""
+    security: dict[str, Any] = {
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see .well-known/smart-configuration)",
+            }
+        ],
+        "description": "Every interaction but this statement needs a bearer access token.",
+    }
+    if settings.public_base_url:
+        base = settings.public_base_url.rstrip("/")
+        root = base.removesuffix(settings.base_path) if base.endswith(settings.base_path) else base
+        uris = [("authorize", "authorize"), ("token", "token"), ("revoke", "revoke")]
+        uris.append(("introspect", "introspect"))
+        security["extension"] = [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": name, "valueUri": f"{root}/oauth/{path}"} for name, path in uris
+                ],
+            }
+        ]
+    return security
 
 
 def _search(resource_type: str, registry: SearchParameterRegistry) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fhir_server.auth import policy
 from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.model.outcome import information, operation_outcome
 from fhir_server.services.content import without_server_meta
@@ -25,6 +26,12 @@ async def run_validate(
 ) -> dict[str, Any]:
     service.check_type(resource_type)
     resource, mode, profile = _arguments(body, query)
+    # $validate writes nothing, but tells whether a write would pass (and, for update and
+    # delete, reads the current version): it needs the scope of the write it tries.
+    needed: policy.Interaction = (
+        "update" if mode == "update" else "delete" if mode == "delete" else "create"
+    )
+    policy.require(resource_type, needed)
     issues: list[Issue] = []
     if (
         profile is not None

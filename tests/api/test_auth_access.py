@@ -124,6 +124,12 @@ def test_includes_and_transactions_are_held_to_the_same_scopes(
     }
     refused = server.post("/fhir", json=bundle, headers=bearer(clerk))
     assert refused.status_code == 403
+    validate = server.post(
+        "/fhir/Observation/$validate", json=observation(f"Patient/{pid}"), headers=bearer(clerk)
+    )
+    assert validate.status_code == 403  # $validate needs the scope of the write it tries
+    own_kind = server.post("/fhir/Patient/$validate", json=patient(), headers=bearer(clerk))
+    assert own_kind.status_code == 200
     total = server.get("/fhir/Patient?_summary=count", headers=bearer(admin)).json()["total"]
     assert total == 1  # nothing of the refused transaction was written
 

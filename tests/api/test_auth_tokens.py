@@ -62,7 +62,9 @@ def test_without_a_token_only_the_public_doors_answer(server: TestClient) -> Non
     assert_outcome(server.post("/fhir/Patient", json=patient()), 401, "rofecare-3401")
     assert_outcome(server.post("/fhir", json={"resourceType": "Bundle"}), 401, "rofecare-3401")
     assert_outcome(server.get("/fhir/Patient/x/$everything"), 401, "rofecare-3401")
-    assert server.get("/fhir/metadata").status_code == 200
+    metadata = server.get("/fhir/metadata").json()
+    service = metadata["rest"][0]["security"]["service"][0]["coding"][0]
+    assert service["code"] == "SMART-on-FHIR"
     assert server.get("/health").status_code == 200
     config = server.get("/fhir/.well-known/smart-configuration").json()
     assert config["token_endpoint"] == "http://testserver/oauth/token"
