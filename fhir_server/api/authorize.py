@@ -23,8 +23,9 @@ from fhir_server.api.oauth import read_form
 from fhir_server.api.rendering import base_url
 from fhir_server.auth.context import set_client_address
 from fhir_server.auth.identity import Client
-from fhir_server.auth.oauth import AuthorizationServer, OAuthError
+from fhir_server.auth.oauth import AuthorizationServer, OAuthError, PasswordChangeRequired
 from fhir_server.auth.roles import scopes_of
+from fhir_server.auth.users import IdentityError
 from fhir_server.model.ids import is_valid_id
 from fhir_server.storage.base import ResourceStore
 
@@ -83,11 +84,20 @@ async def authorize_submit(request: Request) -> Response:
     if form.get("decision") != "approve":
         return _redirect_error(params, OAuthError("access_denied", "The user denied access"))
     server: AuthorizationServer = request.app.state.authorization_server
+    username, password = form.get("username", ""), form.get("password", "")
+    new_password = form.get("new_password")
     try:
-        user = await server.login(
-            form.get("username", ""), form.get("password", ""), client.client_id
-        )
+        if new_password is not None:
+            if new_password != form.get("new_password_again"):
+                return _change_page(params, client, "The two new passwords differ", status=400)
+            await server.change_password(username, password, new_password, client.client_id)
+            password = new_password
+        user = await server.login(username, password, client.client_id)
         scope = server.user_grant(client, user, params["scope"])
+    except PasswordChangeRequired:
+        return _change_page(params, client, "Your password must be changed first", status=200)
+    except IdentityError as refused:  # the policy refused the new password
+        return _change_page(params, client, str(refused), status=400)
     except OAuthError as error:
         if error.error == "invalid_scope":
             return _redirect_error(params, error)
@@ -169,6 +179,37 @@ def _login_page(
 {patient}
 <button name=decision value=approve>Sign in and allow</button>
 <button name=decision value=deny formnovalidate>Deny</button>
+</form>"""
+    return _page(body, status)
+
+
+def _change_page(params: dict[str, str], client: Client, message: str, *, status: int) -> Response:
+    """Sign in again with the current password and choose a new one (the current one is
+    never written back into the page)."""
+    hidden = "".join(
+        f'<input type=hidden name="{name}" value="{html.escape(value)}">'
+        for name, value in params.items()
+    )
+    patient = (
+        "<label>Patient (id)<input name=patient required maxlength=64></label>"
+        if "launch/patient" in params["scope"].split()
+        else ""
+    )
+    body = f"""
+<h1>Choose a new password</h1>
+<p>For <b>{html.escape(client.name)}</b>.</p>
+<p class=error>{html.escape(message)}</p>
+<form method=post action="/oauth/authorize">
+{hidden}
+<label>Username<input name=username autocomplete=username required maxlength=64></label>
+<label>Current password<input name=password type=password autocomplete=current-password
+required></label>
+<label>New password<input name=new_password type=password autocomplete=new-password
+required></label>
+<label>New password again<input name=new_password_again type=password
+autocomplete=new-password required></label>
+{patient}
+<button name=decision value=approve>Change, sign in and allow</button>
 </form>"""
     return _page(body, status)
 

@@ -53,6 +53,17 @@ class OAuthError(Exception):
         self.status = status
 
 
+class PasswordChangeRequired(OAuthError):
+    """The password was right but must be replaced first (an administrator's temporary one)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "invalid_grant",
+            "The password must be changed first: sign in on the login page (or ask an "
+            "administrator: rofecare user set-password)",
+        )
+
+
 @dataclass(frozen=True)
 class LoginEvent:
     """A login attempt, for the audit trail (written by the caller)."""
@@ -199,14 +210,22 @@ class AuthorizationServer:
         except LoginFailed as failed:
             await self._audit_login(LoginEvent(username, client_id, failed.reason, failed.user))
             if failed.reason == "password-change-required":
-                raise OAuthError(
-                    "invalid_grant",
-                    "The password must be changed first (rofecare user set-password, or the "
-                    "login page)",
-                ) from None
+                raise PasswordChangeRequired from None
             raise OAuthError("invalid_grant", "Invalid username or password") from None
         await self._audit_login(LoginEvent(username, client_id, "success", user))
         return user
+
+    async def change_password(
+        self, username: str, current: str, new: str, client_id: str | None
+    ) -> None:
+        """The user's own change on the login page; the policy's refusal is an
+        ``IdentityError`` (its message is safe to show), a wrong password ``OAuthError``."""
+        try:
+            await self._users.change_own_password(username, current, new)
+        except LoginFailed as failed:
+            await self._audit_login(LoginEvent(username, client_id, failed.reason, failed.user))
+            raise OAuthError("invalid_grant", "Invalid username or password") from None
+        await self._audit_login(LoginEvent(username, client_id, "password-changed"))
 
     async def _refresh(
         self, form: Mapping[str, str], client: Client, issue: TokenIssuer, issuer: str

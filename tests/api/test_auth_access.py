@@ -459,3 +459,62 @@ def test_a_physician_changes_only_consultations_they_take_part_in(
         ).status_code
         == 200
     )
+
+
+def test_a_temporary_password_is_changed_on_the_login_page(server: TestClient, admin: str) -> None:
+    mine = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    assert server.portal is not None
+
+    async def add_temporary() -> None:
+        await identity(server).users.add_user(
+            "locum", "Temporary-pass-2024!", ("physician",), must_change=True
+        )
+
+    server.portal.call(add_temporary)
+    scope = "launch/patient patient/Patient.rs"
+    _register_app(server, scope)
+    refused = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "client_id": "rofecare-console",
+            "username": "locum",
+            "password": "Temporary-pass-2024!",
+        },
+    )
+    assert refused.status_code == 400 and "changed first" in refused.json()["error_description"]
+    verifier, challenge = pkce_pair()
+    params = _authorize_params(challenge, scope)
+    login = {
+        **params,
+        "username": "locum",
+        "password": "Temporary-pass-2024!",
+        "patient": mine,
+        "decision": "approve",
+    }
+    change = server.post("/oauth/authorize", data=login, follow_redirects=False)
+    assert change.status_code == 200 and "Choose a new password" in change.text
+    assert "Temporary-pass-2024!" not in change.text  # never written back into the page
+    weak = server.post(
+        "/oauth/authorize",
+        data={**login, "new_password": "short", "new_password_again": "short"},
+        follow_redirects=False,
+    )
+    assert weak.status_code == 400 and "at least 12" in weak.text
+    differ = server.post(
+        "/oauth/authorize",
+        data={**login, "new_password": "Brand-new-pass-77", "new_password_again": "other"},
+        follow_redirects=False,
+    )
+    assert differ.status_code == 400 and "differ" in differ.text
+    done = server.post(
+        "/oauth/authorize",
+        data={
+            **login,
+            "new_password": "Brand-new-pass-77",
+            "new_password_again": "Brand-new-pass-77",
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 302 and "code=" in done.headers["location"]
+    assert password_token(server, "locum", "Brand-new-pass-77", "user/Patient.rs")["access_token"]
