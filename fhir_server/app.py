@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -184,6 +185,20 @@ def build_app(
     return app
 
 
+def configure_logging(settings: Settings) -> None:
+    """The ``rofecare.*`` loggers at ``--log-level`` on stderr, beside uvicorn's own (which
+    configures only its loggers). Records carry ids and codes, never secrets."""
+    logger = logging.getLogger("rofecare")
+    logger.setLevel(settings.log_level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def create_app() -> FastAPI:
     """Factory for uvicorn workers: each reads its Settings from ROFECARE_* variables."""
-    return build_app(Settings())
+    settings = Settings()
+    configure_logging(settings)
+    return build_app(settings)

@@ -15,6 +15,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def user_list(args: argparse.Namespace) -> int:
     async def work(identity: Identity) -> int:
         for user in await identity.store.users():
             state = "active" if user.active else "disabled"
-            if user.locked_until:
+            if user.locked_until > time.time():
                 state += ", locked"
             print(f"{user.username}\t{','.join(user.roles)}\t{user.fhir_user or '-'}\t{state}")
         return 0

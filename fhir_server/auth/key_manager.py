@@ -32,9 +32,11 @@ class KeyManager:
         self._store = store
         self._algorithm = algorithm
         self._max_age = max_age_seconds
-        self._lifetime = max_token_lifetime
         self._clock = clock
-        self._ring = KeyRing((), max_token_lifetime)
+        # A worker may sign with a key up to REFRESH_SECONDS after another retired it: the
+        # grace of a retired key covers that too, so rotation never cuts a token short.
+        self._lifetime = max_token_lifetime + REFRESH_SECONDS + 1
+        self._ring = KeyRing((), self._lifetime)
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -45,7 +47,12 @@ class KeyManager:
         """Read the keys again (and rotate or create them when due)."""
         gap = FORCED_REFRESH_GAP if force else REFRESH_SECONDS
         if time.monotonic() - self._loaded_at < gap:
-            return self._ring
+            if not force:
+                return self._ring
+            # A token names a key we do not know, just after a reload: wait for the gap
+            # (at most a second) rather than refuse a key another worker just made. The
+            # gap keeps tokens with made-up kids from hammering the store.
+            await asyncio.sleep(gap - (time.monotonic() - self._loaded_at))
         async with self._lock:
             if time.monotonic() - self._loaded_at < gap:
                 return self._ring

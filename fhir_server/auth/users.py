@@ -13,6 +13,7 @@ import string
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from fhir_server.auth.identity import (
     Client,
@@ -75,11 +76,12 @@ class Users:
         None when the store already had users or the password was given. It is random and
         strong, so it is not forced to change: the console's password grant must be able
         to use it (the login page cannot yet take a new password)."""
-        if await self.store.count_users() > 0:
-            return None
-        generated = admin_password is None
-        password = admin_password or generate_password()
-        await self.add_user(ADMIN_USERNAME, password, ("admin",))
+        generated: str | None = None
+        if await self.store.count_users() == 0:
+            password = admin_password or generate_password()
+            await self.add_user(ADMIN_USERNAME, password, ("admin",))
+            generated = None if admin_password else password
+        # Also when users were added with the CLI before the first start.
         if await self.store.client(CONSOLE_CLIENT_ID) is None:
             await self.add_client(
                 CONSOLE_CLIENT_ID,
@@ -88,7 +90,7 @@ class Users:
                 grant_types=("password", "refresh_token", "authorization_code"),
                 scope=CONSOLE_SCOPE,
             )
-        return password if generated else None
+        return generated
 
     # -- users -------------------------------------------------------------------------------
 
@@ -205,7 +207,7 @@ class Users:
     def _check_password(self, password: str, username: str) -> None:
         problems = self._policy.problems(password, username)
         if problems:
-            raise IdentityError("The password is refused: " + "; ".join(problems))
+            raise IdentityError("The password is refused: " + " ".join(problems))
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -236,10 +238,7 @@ class Users:
         if "authorization_code" in grants and not uris and client_id != CONSOLE_CLIENT_ID:
             raise IdentityError("authorization_code needs at least one redirect URI")
         for uri in uris:
-            if not uri.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-                raise IdentityError(
-                    f"Redirect URI {uri!r}: https, or http on the loopback address only"
-                )
+            _check_redirect_uri(uri)
         secret = secrets.token_urlsafe(32) if with_secret else None
         client = Client(
             client_id=client_id,
@@ -257,6 +256,30 @@ class Users:
         except ValueError as taken:
             raise IdentityError(str(taken)) from None
         return client, secret
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _check_redirect_uri(uri: str) -> None:
+    """https, or http on the loopback only (RFC 8252 section 7.3, native apps); no
+    credentials and no fragment in it (RFC 6749 section 3.1.2). Parsed, not prefix-matched:
+    ``http://localhost.attacker.example`` and ``http://127.0.0.1@attacker.example`` are
+    remote hosts."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise IdentityError(f"Redirect URI {uri!r} is not a URL") from None
+    if parts.fragment or "#" in uri:
+        raise IdentityError(f"Redirect URI {uri!r}: no fragment allowed")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise IdentityError(f"Redirect URI {uri!r}: no user or password in it")
+    if not parts.hostname:
+        raise IdentityError(f"Redirect URI {uri!r} names no host")
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        return
+    raise IdentityError(f"Redirect URI {uri!r}: https, or http on the loopback address only")
 
 
 def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:

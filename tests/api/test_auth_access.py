@@ -483,7 +483,7 @@ def test_a_temporary_password_is_changed_on_the_login_page(server: TestClient, a
         },
     )
     assert refused.status_code == 400 and "changed first" in refused.json()["error_description"]
-    verifier, challenge = pkce_pair()
+    _, challenge = pkce_pair()
     params = _authorize_params(challenge, scope)
     login = {
         **params,
