@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,6 +129,10 @@ def build_app(
         await asyncio.to_thread(validator.warm_up)
         await identity.keys.refresh()
         await core.audit.start()
+        # Everything built so far (schemas, search parameters, definitions: millions of
+        # objects) lives as long as the process: keep it out of the collector's full
+        # passes, which otherwise walk all of it and stall requests for tens of ms.
+        gc.freeze()
         app.state.ready = True
         try:
             yield

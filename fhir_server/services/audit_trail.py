@@ -35,6 +35,7 @@ from fhir_server.model.ids import new_id
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
 from fhir_server.search.values import ReferenceEntry
+from fhir_server.services.audit_index import AuditEventIndexer
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore, StoredVersion, WriteRecord
 
@@ -44,7 +45,7 @@ FLUSH_SECONDS = 0.25
 MAX_QUEUED = 10_000
 BATCH = 500  # a backlog this long is written at once, without waiting
 MAX_BATCH = 5_000
-READS_PER_EVENT = 200
+READS_PER_EVENT = 50  # one AuditEvent names at most this many reads (about 2 ms to build)
 STOP_SECONDS = 10.0  # one AuditEvent names at most this many reads
 DIRECT_PATIENT_LINKS = ("subject", "patient", "beneficiary")
 WRITE_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -66,7 +67,11 @@ class AuditTrail:
     def __init__(self, store: ResourceStore, index: SearchIndex) -> None:
         self._store = store
         self._index = index
-        self._queue: asyncio.Queue[ReadAudit | dict[str, Any]] | None = None
+        self._indexer = AuditEventIndexer(index)
+        self._pending: list[ReadAudit | dict[str, Any]] = []
+        self._wake = asyncio.Event()  # something is pending
+        self._room = asyncio.Event()  # fewer than MAX_QUEUED are pending
+        self._idle = asyncio.Event()  # nothing pending and nothing being written
         self._task: asyncio.Task[None] | None = None
 
     # -- writes: in the same transaction --------------------------------------------------
@@ -98,7 +103,7 @@ class AuditTrail:
     def _record(self, event: dict[str, Any], moment: Any) -> WriteRecord:
         event["id"] = new_id()
         body = with_meta(event, 1, to_instant(moment))
-        entries, text = self._index.entries(body)
+        entries, text = self._indexer.entries(body)
         return WriteRecord(
             resource_type="AuditEvent",
             resource_id=body["id"],
@@ -114,19 +119,22 @@ class AuditTrail:
     # -- reads, logins, denials: queued ----------------------------------------------------
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(MAX_QUEUED)
+        self._pending = []
+        self._wake, self._room, self._idle = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._room.set()
+        self._idle.set()
         self._task = asyncio.create_task(self._run(), name="rofecare-audit-flush")
 
     async def stop(self) -> None:
         """Write what is queued, then stop (the server's shutdown waits for this)."""
-        if self._task is None or self._queue is None:
+        if self._task is None:
             return
         try:
-            await asyncio.wait_for(self._queue.join(), STOP_SECONDS)
+            await asyncio.wait_for(self._idle.wait(), STOP_SECONDS)
         except TimeoutError:
             log.error(
                 "audit trail: the store did not take %d queued events before shutdown",
-                self._queue.qsize(),
+                len(self._pending),
             )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -135,8 +143,8 @@ class AuditTrail:
 
     async def flush(self) -> None:
         """Wait until every queued event is written."""
-        if self._queue is not None and self._task is not None:
-            await self._queue.join()
+        if self._task is not None:
+            await self._idle.wait()
 
     async def read(
         self,
@@ -145,40 +153,50 @@ class AuditTrail:
         versions: Iterable[StoredVersion],
         query: str | None = None,
     ) -> None:
-        if access is None or self._queue is None:
+        if access is None or self._task is None:
             return  # the server's own reads, or authentication off: nothing to attribute
-        await self._queue.put(
+        await self._enqueue(
             ReadAudit(access, interaction, tuple(versions), query, client_address())
         )
 
     async def event(self, event: dict[str, Any]) -> None:
         """A ready AuditEvent (a login, a denial)."""
-        if self._queue is None:
+        if self._task is None:
             await self._write([event])
             return
-        await self._queue.put(event)
+        await self._enqueue(event)
+
+    async def _enqueue(self, item: ReadAudit | dict[str, Any]) -> None:
+        """A list append on the read path (an ``asyncio.Queue`` costs a read several µs);
+        only a full queue makes the request wait."""
+        while len(self._pending) >= MAX_QUEUED:
+            self._room.clear()
+            await self._room.wait()
+        self._pending.append(item)
+        self._idle.clear()
+        self._wake.set()
 
     async def _run(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
         while True:
-            items = [await queue.get()]
-            if queue.qsize() < BATCH:
+            await self._wake.wait()
+            if len(self._pending) < BATCH:
                 await asyncio.sleep(FLUSH_SECONDS)  # let a batch gather
-            while len(items) < MAX_BATCH and not queue.empty():
-                items.append(queue.get_nowait())
-            events = self._events(items)
+            items, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            if not self._pending:
+                self._wake.clear()
+            self._room.set()
+            records = await self._records(items)
             while True:
                 try:
-                    await self._write(events)
+                    await self._store.write(records)
                     break
                 except Exception:
                     # The store refused (down, full): hold them and try again; the queue
                     # fills meanwhile and requests wait for room: nothing is dropped.
-                    log.exception("audit trail: %d events not written yet, retrying", len(events))
+                    log.exception("audit trail: %d events not written yet, retrying", len(records))
                     await asyncio.sleep(1.0)
-            for _ in items:
-                queue.task_done()
+            if not self._pending:
+                self._idle.set()
 
     def _events(self, items: list[ReadAudit | dict[str, Any]]) -> list[dict[str, Any]]:
         """One AuditEvent per requestor, client, address and kind of read in this flush
@@ -240,6 +258,18 @@ class AuditTrail:
             if isinstance(reference, str) and reference.startswith("Patient/"):
                 found.append(reference.removeprefix("Patient/"))
         return found
+
+    async def _records(self, items: list[ReadAudit | dict[str, Any]]) -> list[WriteRecord]:
+        """The AuditEvents of ``items``, ready to write. Building one (and its index
+        entries) is about 2 ms of CPU: the loop serves requests between two, rather than
+        stall for a whole batch (a thread would contend for the GIL instead)."""
+        moment = now_utc()
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        records = []
+        for event in self._events(items):
+            records.append(self._record(event, moment))
+            await asyncio.sleep(0)
+        return records
 
     async def _write(self, events: list[dict[str, Any]]) -> None:
         moment = now_utc()
