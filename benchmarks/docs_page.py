@@ -282,6 +282,11 @@ def render(run: Run) -> str:
     return "\n".join(out) + "\n"
 
 
+def markdown_table(results: list[Result]) -> str:
+    """The results as the page shows them (``report.table`` is the console's)."""
+    return "\n".join([*_header("scenario"), *(_row(r) for r in results)])
+
+
 def _header(first: str) -> list[str]:
     titles = [first] + [title for title, _ in COLUMNS]
     return ["| " + " | ".join(titles) + " |", "|---|" + "--:|" * len(COLUMNS)]

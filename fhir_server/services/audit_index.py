@@ -42,14 +42,16 @@ class AuditEventIndexer:
         skeleton = {key: value for key, value in event.items() if key != "entity"}
         entries, text = self._index.entries(skeleton)
         found: dict[IndexEntry, None] = dict.fromkeys(entries)
-        words = [text.content] if text is not None and text.content else []
+        # _content matches words, not counts: fifty patients' identical codings are
+        # written once, not fifty times into the full-text index.
+        words: dict[str, None] = {text.content: None} if text is not None else {}
         for entity in entities:
             entity_entries, entity_words = self._entity(entity)
             found.update(dict.fromkeys(entity_entries))
-            if entity_words:
-                words.append(entity_words)
+            words[entity_words] = None
         narrative = text.narrative if text is not None else ""
-        return tuple(found), FullText(narrative, normalize(" ".join(words)))
+        content = normalize(" ".join(word for word in words if word))
+        return tuple(found), FullText(narrative, content)
 
     def _entity(self, entity: dict[str, Any]) -> tuple[tuple[IndexEntry, ...], str]:
         key = orjson.dumps(entity, option=orjson.OPT_SORT_KEYS)
