@@ -9,15 +9,14 @@ page show the same columns and the same verdicts.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docs_page import replace_section
 from report import NOISY
 
 HEADING = "## Bundles and bulk loading"
-LIMITS_HEADING = "## What limits it"
 TARGET_RATE = 2000.0  # issue 4: resources/s with full validation and indexing
 
 
@@ -147,20 +146,7 @@ def latencies(part: Part) -> str:
 def write_section(path: Path, run: BundlesRun) -> None:
     """Add or replace this section (before "What limits it" when new); the rest of the page
     is kept byte for byte."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = render(run).strip() + "\n"
-    found = re.search(rf"^{re.escape(HEADING)}[ \t]*$", old, re.MULTILINE)
-    if found is not None:
-        after = old.find("\n## ", found.end())
-        rest = old[after + 1 :] if after >= 0 else ""
-        new = old[: found.start()] + section + ("\n" + rest if rest else "")
-    else:
-        limits = old.find("\n" + LIMITS_HEADING)
-        if limits >= 0:
-            new = old[: limits + 1] + section + "\n" + old[limits + 1 :]
-        else:
-            new = old.rstrip() + "\n\n" + section
-    path.write_text(new)
+    replace_section(path, HEADING, render(run))
 
 
 def render(run: BundlesRun) -> str:

@@ -7,16 +7,15 @@ section and leaves every other section as it is. Console and page show the same 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docs_page import replace_section
 from report import Result
 from search_data import Dataset
 
 HEADING = "## Search"
-LIMITS_HEADING = "## What limits it"
 
 
 @dataclass
@@ -138,21 +137,9 @@ def paging_lines(paging: Paging) -> list[str]:
 
 
 def write_section(path: Path, run: SearchRun) -> None:
-    """Add or replace the "## Search" section; the rest of the page is kept byte for byte."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = render(run).strip() + "\n"
-    found = re.search(rf"^{re.escape(HEADING)}[ \t]*$", old, re.MULTILINE)
-    if found is not None:
-        after = old.find("\n## ", found.end())
-        rest = old[after + 1 :] if after >= 0 else ""
-        new = old[: found.start()] + section + ("\n" + rest if rest else "")
-    else:
-        limits = old.find("\n" + LIMITS_HEADING)
-        if limits >= 0:
-            new = old[: limits + 1] + section + "\n" + old[limits + 1 :]
-        else:
-            new = old.rstrip() + "\n\n" + section
-    path.write_text(new)
+    """Add or replace this section (before "What limits it" when new); the rest of the page
+    is kept byte for byte."""
+    replace_section(path, HEADING, render(run))
 
 
 def render(run: SearchRun) -> str:

@@ -55,6 +55,15 @@ class PageError(Exception):
 
 async def authorize_form(request: Request) -> Response:
     params = {name: request.query_params.get(name, "") for name in FIELDS}
+    checked = await _checked(request, params)
+    if isinstance(checked, Response):
+        return checked
+    return _login_page(params, checked, message=None)
+
+
+async def _checked(request: Request, params: dict[str, str]) -> Client | Response:
+    """The client of a valid authorization request, or the answer to an invalid one: an
+    error page about the client itself, else a redirect carrying the error."""
     try:
         client = await _checked_client(request, params)
     except PageError as error:
@@ -63,7 +72,7 @@ async def authorize_form(request: Request) -> Response:
         _check_request(request, params)
     except OAuthError as error:
         return _redirect_error(params, error)
-    return _login_page(params, client, message=None)
+    return client
 
 
 async def authorize_submit(request: Request) -> Response:
@@ -73,14 +82,10 @@ async def authorize_submit(request: Request) -> Response:
     except OAuthError as error:
         return _page(f"<p class=error>{html.escape(error.description)}</p>", 400)
     params = {name: form.get(name, "") for name in FIELDS}
-    try:
-        client = await _checked_client(request, params)
-    except PageError as error:
-        return _page(f"<p class=error>{html.escape(str(error))}</p>", 400)
-    try:
-        _check_request(request, params)
-    except OAuthError as error:
-        return _redirect_error(params, error)
+    checked = await _checked(request, params)
+    if isinstance(checked, Response):
+        return checked
+    client = checked
     if form.get("decision") != "approve":
         return _redirect_error(params, OAuthError("access_denied", "The user denied access"))
     server: AuthorizationServer = request.app.state.authorization_server
@@ -153,19 +158,25 @@ def _check_request(request: Request, params: dict[str, str]) -> None:
         raise OAuthError("invalid_request", "EHR launch is not supported: use standalone launch")
 
 
-def _login_page(
-    params: dict[str, str], client: Client, *, message: str | None, status: int = 200
-) -> Response:
+def _carried(params: dict[str, str]) -> tuple[str, str]:
+    """The request's parameters as hidden fields, and the patient picker when asked for."""
     hidden = "".join(
         f'<input type=hidden name="{name}" value="{html.escape(value)}">'
         for name, value in params.items()
     )
-    scopes = "".join(f"<li>{html.escape(scope)}</li>" for scope in params["scope"].split())
     patient = (
         "<label>Patient (id)<input name=patient required maxlength=64></label>"
         if "launch/patient" in params["scope"].split()
         else ""
     )
+    return hidden, patient
+
+
+def _login_page(
+    params: dict[str, str], client: Client, *, message: str | None, status: int = 200
+) -> Response:
+    hidden, patient = _carried(params)
+    scopes = "".join(f"<li>{html.escape(scope)}</li>" for scope in params["scope"].split())
     error = f"<p class=error>{html.escape(message)}</p>" if message else ""
     body = f"""
 <h1>Sign in to Rofecare</h1>
@@ -186,15 +197,7 @@ def _login_page(
 def _change_page(params: dict[str, str], client: Client, message: str, *, status: int) -> Response:
     """Sign in again with the current password and choose a new one (the current one is
     never written back into the page)."""
-    hidden = "".join(
-        f'<input type=hidden name="{name}" value="{html.escape(value)}">'
-        for name, value in params.items()
-    )
-    patient = (
-        "<label>Patient (id)<input name=patient required maxlength=64></label>"
-        if "launch/patient" in params["scope"].split()
-        else ""
-    )
+    hidden, patient = _carried(params)
     body = f"""
 <h1>Choose a new password</h1>
 <p>For <b>{html.escape(client.name)}</b>.</p>

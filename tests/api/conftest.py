@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from fhir_server.app import build_app
 from fhir_server.config import Settings
+from tests.api.auth_helpers import ADMIN_PASSWORD, bootstrap, password_token, secure_client
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -103,3 +104,18 @@ def assert_outcome(
         paths = [path for issue in outcome["issue"] for path in issue.get("expression", [])]
         assert expression in paths, outcome
     return outcome
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[TestClient]:
+    """The app with authentication on, after its first start (admin user, console client)."""
+    with secure_client(tmp_path) as client:
+        bootstrap(client)
+        yield client
+
+
+@pytest.fixture
+def admin(server: TestClient) -> str:
+    """An access token of the first administrator (password grant, user/*.cruds)."""
+    token: str = password_token(server, "admin", ADMIN_PASSWORD)["access_token"]
+    return token

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
@@ -22,11 +19,9 @@ from tests.api.auth_helpers import (
     add_user,
     audit_events,
     bearer,
-    bootstrap,
     identity,
     password_token,
     pkce_pair,
-    secure_client,
 )
 from tests.api.conftest import observation, patient
 
@@ -37,19 +32,6 @@ MATRIX_TYPES = sorted(
     | {"Library", "Questionnaire", "AuditEvent", "Provenance", "Basic"}
 )
 INTERACTIONS = {"r": "read", "s": "search", "c": "create", "u": "patch", "d": "delete"}
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    with secure_client(tmp_path) as client:
-        bootstrap(client)
-        yield client
-
-
-@pytest.fixture
-def admin(server: TestClient) -> str:
-    token: str = password_token(server, "admin", ADMIN_PASSWORD)["access_token"]
-    return token
 
 
 def _call(server: TestClient, token: str, resource_type: str, letter: str) -> int:

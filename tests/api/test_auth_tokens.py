@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +28,6 @@ from tests.api.auth_helpers import (
     secure_client,
 )
 from tests.api.conftest import patient
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[TestClient]:
-    with secure_client(tmp_path) as client:
-        bootstrap(client)
-        yield client
-
-
-@pytest.fixture
-def admin(server: TestClient) -> str:
-    token: str = password_token(server, "admin", ADMIN_PASSWORD)["access_token"]
-    return token
 
 
 def assert_outcome(response: Any, status: int, code: str) -> None:
