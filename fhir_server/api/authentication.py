@@ -36,7 +36,9 @@ log = logging.getLogger("rofecare.auth")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 CACHE_SIZE = 4096
+MAX_AUDIENCES = 16
 REALM = 'Bearer realm="rofecare"'
+APPEND_ONLY_REFUSED = "rofecare-3406"  # an attempt to change the audit trail is audited too
 
 
 class Authenticator:
@@ -73,6 +75,8 @@ class Authenticator:
     async def _verify(self, token: str, audience: str) -> tuple[Access, int]:
         verifier = self._verifiers.get(audience)
         if verifier is None:
+            if len(self._verifiers) >= MAX_AUDIENCES:  # Host headers are the client's to choose
+                self._verifiers.clear()
             verifier = TokenVerifier(self._keys.ring, audience, audience)
             self._verifiers[audience] = verifier
         await self._keys.refresh()
@@ -117,7 +121,7 @@ class Authenticator:
             try:
                 return await endpoint(request)
             except FhirError as error:
-                if error.status in (401, 403):
+                if error.status in (401, 403) or error.rofecare_code == APPEND_ONLY_REFUSED:
                     await self.audit_denial(request, access, error)
                     if error.status == 403 and "WWW-Authenticate" not in error.headers:
                         error.headers["WWW-Authenticate"] = f'{REALM}, error="insufficient_scope"'

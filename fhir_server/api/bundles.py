@@ -18,15 +18,17 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.audit import audit_read
 from fhir_server.api.body import read_json
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
 from fhir_server.api.rendering import base_url, json_response, preferred_return
 from fhir_server.api.search import searchset_bundle
+from fhir_server.auth.context import current_access
 from fhir_server.config import Settings
 from fhir_server.model.ids import weak_etag
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.outcome import information, operation_outcome
-from fhir_server.services.bundles import BundleService, EntryOutcome
+from fhir_server.services.bundles import BundleOutcome, BundleService, EntryOutcome
 from fhir_server.storage.base import StoredVersion
 
 
@@ -38,6 +40,7 @@ async def transaction_or_batch(request: Request) -> Response:
     service: BundleService = request.app.state.bundles
     base = base_url(request)
     outcome = await service.process(body, base_url=base)
+    await _audit_entries(request, outcome)
     prefer = preferred_return(request, default="minimal")
     entries = [_entry(request, base, item, prefer) for item in outcome.entries]
     bundle: dict[str, Any] = {
@@ -89,3 +92,25 @@ def _describe(response: dict[str, Any], version: StoredVersion) -> None:
 
 def _status(code: int) -> str:
     return f"{code} {HTTPStatus(code).phrase}"
+
+
+async def _audit_entries(request: Request, outcome: BundleOutcome) -> None:
+    """What the Bundle's entries read (GET entries, searches, the match a conditional
+    create answered with) and what they were refused: the entries' writes audit themselves
+    in the service, but a batch answers a refusal inside its response, not as a 403."""
+    returned: list[StoredVersion] = []
+    for item in outcome.entries:
+        if item.read is not None:
+            returned.append(item.read)
+        if item.search is not None:
+            returned += [*item.search.page.matches, *item.search.page.included]
+        if item.write is not None and not item.write.changed:
+            returned.append(item.write.version)
+    if returned:
+        await audit_read(request, outcome.kind, returned)
+    authenticator = request.app.state.authenticator
+    if authenticator is None:
+        return
+    for item in outcome.entries:
+        if item.error is not None and item.error.status in (401, 403):
+            await authenticator.audit_denial(request, current_access(), item.error)

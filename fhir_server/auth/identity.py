@@ -134,6 +134,9 @@ class IdentityStore(Protocol):
 
     async def revoke_family(self, family: str) -> None: ...
 
+    async def revoke_user_tokens(self, user_id: str) -> None:
+        """Every refresh token of the user (a password reset or change ends their sessions)."""
+
     async def refresh_token(self, digest: str) -> RefreshToken | None: ...
 
     async def add_code(self, code: AuthorizationCode) -> None: ...

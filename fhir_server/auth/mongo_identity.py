@@ -229,6 +229,11 @@ class MongoIdentityStore:
     async def revoke_family(self, family: str) -> None:
         await self._guard(self._tokens.update_many({"family": family}, {"$set": {"revoked": True}}))
 
+    async def revoke_user_tokens(self, user_id: str) -> None:
+        await self._guard(
+            self._tokens.update_many({"user_id": user_id}, {"$set": {"revoked": True}})
+        )
+
     async def add_code(self, code: AuthorizationCode) -> None:
         await self._guard(self._codes.insert_one(_keyed_document(code)))
 

@@ -130,7 +130,15 @@ class AuthorizationServer:
             raise OAuthError(
                 "unsupported_grant_type", f"grant_type {grant_type[:40]!r} is not supported"
             )
-        client = await self.authenticate_client(form, basic, token_url)
+        try:
+            client = await self.authenticate_client(form, basic, token_url)
+        except OAuthError as refused:
+            claimed = (basic[0] if basic else form.get("client_id")) or ""
+            event = LoginEvent(
+                None, claimed[:128] or None, f"client refused: {refused.description}"
+            )
+            await self._audit_login(event)
+            raise
         if grant_type not in client.grant_types:
             raise OAuthError(
                 "unauthorized_client", f"This client may not use the {grant_type} grant"
@@ -208,7 +216,10 @@ class AuthorizationServer:
         try:
             user = await self._users.authenticate(username, password)
         except LoginFailed as failed:
-            await self._audit_login(LoginEvent(username, client_id, failed.reason, failed.user))
+            # An unknown username is not recorded as typed: it may be a password typed into
+            # the wrong field.
+            named = username if failed.user is not None else None
+            await self._audit_login(LoginEvent(named, client_id, failed.reason, failed.user))
             if failed.reason == "password-change-required":
                 raise PasswordChangeRequired from None
             raise OAuthError("invalid_grant", "Invalid username or password") from None
@@ -253,6 +264,7 @@ class AuthorizationServer:
             scope = str(original.grant(narrowed)) if narrowed.resource_scopes else scope
         # Roles may have changed since: grant again from the current ones.
         scope = self._user_grant(client, user, scope)
+        # A rotated token ends when its family does: rotation does not extend a session.
         return await self._answer(
             issue,
             issuer,
@@ -261,7 +273,7 @@ class AuthorizationServer:
             scope,
             patient=token.patient,
             nonce=None,
-            family=token.family,
+            family=(token.family, token.expires_at),
         )
 
     async def _client_credentials(
@@ -281,6 +293,7 @@ class AuthorizationServer:
         token, claims = issue.issue_access_token(
             subject=client.client_id, client_id=client.client_id, scope=scope, audience=issuer
         )
+        await self._audit_login(LoginEvent(None, client.client_id, "success"))
         return {
             "access_token": token,
             "token_type": "Bearer",
@@ -373,7 +386,7 @@ class AuthorizationServer:
         *,
         patient: str | None,
         nonce: str | None,
-        family: str | None = None,
+        family: tuple[str, int] | None = None,
         auth_time: int | None = None,
     ) -> dict[str, Any]:
         granted = _parse(scope)
@@ -412,19 +425,27 @@ class AuthorizationServer:
         return answer
 
     async def _new_refresh_token(
-        self, client: Client, user: User, scope: str, patient: str | None, family: str | None
+        self,
+        client: Client,
+        user: User,
+        scope: str,
+        patient: str | None,
+        family: tuple[str, int] | None,
     ) -> str:
+        """A new refresh token: of a new family, or the next of ``family`` (its id and the
+        moment it ends)."""
         value = secrets.token_urlsafe(32)
         now = self._clock()
+        expires_at = family[1] if family else now + self._settings.refresh_lifetime
         await self._store.add_refresh_token(
             RefreshToken(
                 digest=secret_digest(value),
-                family=family or secrets.token_hex(12),
+                family=family[0] if family else secrets.token_hex(12),
                 client_id=client.client_id,
                 user_id=user.id,
                 scope=scope,
                 issued_at=now,
-                expires_at=now + self._settings.refresh_lifetime,
+                expires_at=expires_at,
                 patient=patient,
             )
         )

@@ -24,7 +24,7 @@ from fhir_server.auth.context import Access, current_access
 from fhir_server.auth.roles import role
 from fhir_server.definitions.registry import load_patient_compartment
 from fhir_server.errors import Forbidden, MethodNotAllowed
-from fhir_server.search.plan import CompartmentMatch, IdMatch, SearchPlan
+from fhir_server.search.plan import Chain, CompartmentMatch, Has, IdMatch, Not, SearchPlan, Where
 
 Interaction = Literal["create", "read", "update", "delete", "search"]
 LETTERS: dict[Interaction, str] = {
@@ -73,34 +73,78 @@ def confining_patient(resource_type: str, interaction: Interaction) -> str | Non
 
 
 def confine_plan(plan: SearchPlan) -> SearchPlan:
-    """Check ``search`` on every type of ``plan`` and narrow it to the patient's
-    compartment where only ``patient/`` scopes grant it.
+    """Check ``search`` on every type ``plan`` searches, and on every type its chained and
+    ``_has`` parameters search inside it (a receptionist must not find Patients by their
+    Conditions); under ``patient/`` scopes narrow each of those searches to the launch
+    patient's compartment.
 
     A system search over several types adds, per confined type, that type's compartment
-    links; unconfined types of the same search stay whole. ``plan.resource_types`` empty
-    means every type: then the token needs a ``*`` search scope."""
+    links. ``plan.resource_types`` empty means every type: then the token needs a ``*``
+    search scope."""
     types = plan.resource_types or ("*",)
-    confined: list[str] = []
     for resource_type in types:
         require(resource_type, "search")
-        if confining_patient(resource_type, "search") is not None:
-            confined.append(resource_type)
+    _require_inner(plan.where)
     access = current_access()
-    if not confined or access is None or access.patient is None:
+    if access is None or access.patient is None:
         return plan
-    if len(confined) != len(types):
-        # Mixed: confined and unconfined types in one system search. Narrow everything
-        # rather than split the search; unconfined types then find nothing of theirs.
-        # (A token with both kinds of scope on different types is rare; say so.)
-        confined = list(types)
-    return replace(plan, where=(_membership(confined, access.patient), *plan.where))
+    where = _confine_inner(plan.where, access.patient)
+    confined = [kind for kind in types if confining_patient(kind, "search") is not None]
+    if confined:
+        if len(confined) != len(types):
+            # Mixed: confined and unconfined types in one system search. Narrow everything
+            # rather than split the search; unconfined types then find nothing of theirs.
+            confined = list(types)
+        where = (_membership(confined, access.patient), *where)
+    return replace(plan, where=where)
+
+
+def _require_inner(where: Where) -> None:
+    for alternatives in where:
+        for predicate in alternatives:
+            if isinstance(predicate, Chain):
+                require(predicate.target_type, "search")
+                _require_inner(predicate.where)
+            elif isinstance(predicate, Has):
+                require(predicate.source_type, "search")
+                _require_inner(predicate.where)
+            elif isinstance(predicate, Not):
+                _require_inner((predicate.alternatives,))
+
+
+def _confine_inner(where: Where, patient: str) -> Where:
+    """``where`` with every chained and ``_has`` search on a confined type narrowed to the
+    patient's compartment too (else ``Practitioner?_has:Observation:performer:subject=...``
+    would tell a patient app about another patient's Observations)."""
+
+    def narrowed(predicate: Any) -> Any:
+        if isinstance(predicate, Chain):
+            inner = _confine_inner(predicate.where, patient)
+            if confining_patient(predicate.target_type, "search") is not None:
+                inner = (_membership([predicate.target_type], patient), *inner)
+            return replace(predicate, where=inner)
+        if isinstance(predicate, Has):
+            inner = _confine_inner(predicate.where, patient)
+            if confining_patient(predicate.source_type, "search") is not None:
+                inner = (_membership([predicate.source_type], patient), *inner)
+            return replace(predicate, where=inner)
+        if isinstance(predicate, Not):
+            return replace(
+                predicate, alternatives=tuple(narrowed(item) for item in predicate.alternatives)
+            )
+        return predicate
+
+    return tuple(tuple(narrowed(predicate) for predicate in group) for group in where)
 
 
 def _membership(types: Sequence[str], patient: str) -> tuple[Any, ...]:
+    """Resources of ``types`` in the patient's compartment. The Patient itself is matched by
+    id only when Patient is the one type searched: an id match cannot name its type, and
+    ``Observation/{patient id}`` of another patient must not slip in with it."""
     links = load_patient_compartment()
     alternatives: list[Any] = []
-    if "Patient" in types or "*" in types:
-        alternatives.append(_patient_itself(patient))
+    if list(types) == ["Patient"]:
+        alternatives.append(IdMatch((patient,)))
     pairs = tuple(
         (kind, code)
         for kind in (links if "*" in types else types)
@@ -109,11 +153,10 @@ def _membership(types: Sequence[str], patient: str) -> tuple[Any, ...]:
     )
     if pairs:
         alternatives.append(CompartmentMatch(pairs, "Patient", patient))
+    if not alternatives:
+        # Nothing of these types can be in the compartment: match nothing.
+        alternatives.append(IdMatch(()))
     return tuple(alternatives)
-
-
-def _patient_itself(patient: str) -> IdMatch:
-    return IdMatch((patient,))
 
 
 def check_in_compartment(

@@ -325,6 +325,13 @@ class SqliteIdentityStore:
             )
         )
 
+    async def revoke_user_tokens(self, user_id: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?", (user_id,)
+            )
+        )
+
     async def add_code(self, code: AuthorizationCode) -> None:
         await self._run(
             lambda db: db.execute(

@@ -133,6 +133,7 @@ class Users:
         user = await self.require(username)
         self._check_password(password, user.username)
         await self.store.set_password(user.id, await self._hash(password), must_change=must_change)
+        await self.store.revoke_user_tokens(user.id)  # a reset ends every session
 
     async def change_own_password(self, username: str, current: str, new: str) -> None:
         """The user's own change (after a reset or the first login): proves the old one."""
@@ -141,6 +142,7 @@ class Users:
             raise IdentityError("The new password must differ from the current one")
         self._check_password(new, user.username)
         await self.store.set_password(user.id, await self._hash(new), must_change=False)
+        await self.store.revoke_user_tokens(user.id)
 
     async def set_active(self, username: str, active: bool) -> None:
         user = await self.require(username)

@@ -185,8 +185,13 @@ class AuditTrail:
             if not self._pending:
                 self._wake.clear()
             self._room.set()
-            records = await self._records(items)
-            while True:
+            try:
+                records = await self._records(items)
+            except Exception:
+                # A bug building one event must not stop the audit of everything after it.
+                log.exception("audit trail: %d queued events could not be built", len(items))
+                records = []
+            while records:
                 try:
                     await self._store.write(records)
                     break

@@ -166,6 +166,10 @@ class ResourceService:
                     rofecare_code="rofecare-1102",
                 )
             self._check_compartment(current, "read")
+            page = await self._store.history(query)
+            for version in page.versions:  # an earlier version may belong to another patient
+                self._check_compartment(version, "read")
+            return page
         else:
             resource_type = query.resource_type or "*"
             policy.require(resource_type, "search")
@@ -205,7 +209,11 @@ class ResourceService:
         }
 
     def condition(self, resource_type: str, criteria: str) -> SearchPlan:
-        return parse_criteria(resource_type, criteria, self._search_index.parser)
+        """The plan of conditional criteria: a search, held to the token's search scopes
+        and compartment like any other (else a 412 or a match would reveal resources the
+        token may not see)."""
+        plan = parse_criteria(resource_type, criteria, self._search_index.parser)
+        return policy.confine_plan(plan)
 
     async def find(self, resource_type: str, criteria: str) -> list[StoredVersion]:
         """Current resources matching conditional ``criteria``; at most two (enough for 412)."""
@@ -358,8 +366,8 @@ class ResourceService:
     ) -> WriteResult:
         """PUT [type]?criteria (http.html#cond-update)."""
         self.check_type(resource_type)
+        query = self.condition(resource_type, criteria)  # the scopes first, then the body
         await self.validate(without_server_meta(resource), resource_type)
-        query = self.condition(resource_type, criteria)
         async with self._locks.hold(("condition", query.resource_types, query.where)):
             for _ in range(MAX_ATTEMPTS):
                 try:
@@ -406,6 +414,7 @@ class ResourceService:
                     rofecare_code="rofecare-1209",
                 )
             return await self.update(resource_type, body_id, resource)
+        policy.require(resource_type, "create")
         return await self._create(resource_type, resource, unless_exists=query)
 
     async def patch(

@@ -110,6 +110,16 @@ class SearchService:
             types: tuple[str, ...] = (resource_type,)
         else:
             types = tuple(sorted(links))
+            access = current_access()
+            if access is not None:
+                # ``*``: the types of the compartment the token may search (a clinician's
+                # token has no Account scope, yet opens Patient/x/*).
+                types = tuple(kind for kind in types if access.scopes.allows(kind, "s"))
+                if not types:
+                    raise Forbidden(
+                        "The access token grants search on none of the compartment's types",
+                        rofecare_code="rofecare-3403",
+                    )
         await self._resources.refresh_search_parameters()
         parsed = self._index.parser.parse(types, pairs, strict=strict, base_url=base_url)
         member = CompartmentMatch(

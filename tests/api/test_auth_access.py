@@ -500,3 +500,173 @@ def test_a_temporary_password_is_changed_on_the_login_page(server: TestClient, a
     )
     assert done.status_code == 302 and "code=" in done.headers["location"]
     assert password_token(server, "locum", "Brand-new-pass-77", "user/Patient.rs")["access_token"]
+
+
+# -- closed by the security review of 2026-12-03 ----------------------------------------------
+
+
+def _condition(subject: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "subject": {"reference": subject},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "86406008"}]},
+    }
+
+
+def test_conditional_interactions_need_the_scopes_of_their_search(
+    server: TestClient, admin: str
+) -> None:
+    pid = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    cid = server.post(
+        "/fhir/Condition", json=_condition(f"Patient/{pid}"), headers=bearer(admin)
+    ).json()["id"]
+    clerk = password_token(
+        server, "clerk", add_user(server, "clerk", ("receptionist",)), "user/*.cruds"
+    )["access_token"]
+    auditor = password_token(
+        server, "auditor1", add_user(server, "auditor1", ("auditor",)), "user/*.rs"
+    )["access_token"]
+    headers = {**bearer(clerk), "If-None-Exist": f"_id={cid}", "Prefer": "return=representation"}
+    assert (
+        server.post("/fhir/Condition", json=_condition("Patient/x"), headers=headers).status_code
+        == 403
+    )
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": _condition("Patient/x"),
+                "request": {"method": "POST", "url": "Condition", "ifNoneExist": f"_id={cid}"},
+            },
+            {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+        ],
+    }
+    answer = server.post(
+        "/fhir", json=batch, headers={**bearer(clerk), "Prefer": "return=representation"}
+    ).json()
+    assert answer["entry"][0]["response"]["status"].startswith("403")
+    assert "resource" not in answer["entry"][0]
+    fake = {
+        "resourceType": "AuditEvent",
+        "type": {"code": "rest"},
+        "recorded": "2026-01-01T00:00:00Z",
+    }
+    assert (
+        server.put("/fhir/AuditEvent?_id=nomatch", json=fake, headers=bearer(clerk)).status_code
+        == 403
+    )
+    assert (
+        server.put(
+            "/fhir/Condition?_id=nomatch",
+            json=_condition(f"Patient/{pid}"),
+            headers=bearer(auditor),
+        ).status_code
+        == 403
+    )
+    for criteria in (f"subject=Patient/{pid}", "subject=Patient/nobody"):  # same answer
+        assert (
+            server.delete(f"/fhir/Condition?{criteria}", headers=bearer(clerk)).status_code == 403
+        )
+    assert (
+        server.get(
+            "/fhir/Patient?_has:Condition:subject:code=86406008", headers=bearer(clerk)
+        ).status_code
+        == 403
+    )
+    assert (
+        server.get(
+            "/fhir/Encounter?diagnosis:Condition.code=86406008", headers=bearer(clerk)
+        ).status_code
+        == 403
+    )
+    events = audit_events(server, admin)
+    batch_reads = [e for e in events if e.get("subtype", [{}])[0].get("code") == "batch"]
+    assert any(
+        entity.get("what", {}).get("reference") == f"Patient/{pid}"
+        for event in batch_reads
+        for entity in event.get("entity", [])
+    )
+    refusals = [e for e in events if e["outcome"] == "4" and e["agent"][0].get("name") == "clerk"]
+    assert len(refusals) >= 7  # each 403 above, the batch entry's included
+
+
+def test_a_patient_app_cannot_reach_another_patient_through_ids_history_or_has(
+    server: TestClient, admin: str
+) -> None:
+    mine = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    other = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    # Another patient's Observation that happens to carry my patient's id as its own id.
+    twin = server.put(
+        f"/fhir/Observation/{mine}",
+        json={**observation(f"Patient/{other}"), "id": mine},
+        headers=bearer(admin),
+    )
+    assert twin.status_code == 201
+    gone = server.post(
+        "/fhir/Observation", json=observation(f"Patient/{other}"), headers=bearer(admin)
+    ).json()["id"]
+    assert server.delete(f"/fhir/Observation/{gone}", headers=bearer(admin)).status_code == 200
+    scope = "launch/patient patient/Patient.rs patient/Observation.rs patient/Practitioner.rs"
+    _register_app(server, scope)
+    token = _launch(server, "admin", ADMIN_PASSWORD, mine, scope)["access_token"]
+    found = server.get("/fhir?_type=Patient,Observation", headers=bearer(token)).json()
+    assert [e["resource"]["resourceType"] for e in found.get("entry", [])] == []
+    alone = server.get("/fhir/Patient", headers=bearer(token)).json()
+    assert [e["resource"]["id"] for e in alone["entry"]] == [mine]
+    history = server.get(f"/fhir/Observation/{gone}/_history", headers=bearer(token))
+    assert history.status_code == 403
+    has = server.get(
+        f"/fhir/Patient?_has:Observation:subject:_id={mine}", headers=bearer(token)
+    ).json()
+    assert has.get("entry", []) == []  # the twin is another patient's: not seen through _has
+
+
+def test_a_password_reset_ends_the_users_sessions(server: TestClient) -> None:
+    password = add_user(server, "nurse2", ("nurse",))
+    first = password_token(server, "nurse2", password)
+    assert server.portal is not None
+    server.portal.call(
+        lambda: identity(server).users.set_password(
+            "nurse2", "Another-pass-2024!", must_change=False
+        )
+    )
+    again = server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "refresh_token",
+            "client_id": "rofecare-console",
+            "refresh_token": first["refresh_token"],
+        },
+    )
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+def test_the_compartment_star_search_keeps_the_types_the_token_may_search(
+    server: TestClient, admin: str
+) -> None:
+    pid = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    server.post("/fhir/Observation", json=observation(f"Patient/{pid}"), headers=bearer(admin))
+    doctor = password_token(server, "dr7", add_user(server, "dr7", ("physician",)), "user/*.cruds")[
+        "access_token"
+    ]
+    chart = server.get(f"/fhir/Patient/{pid}/*", headers=bearer(doctor))
+    assert chart.status_code == 200, chart.text
+    kinds = {e["resource"]["resourceType"] for e in chart.json()["entry"]}
+    assert "Observation" in kinds and "AuditEvent" not in kinds
+
+
+def test_an_unknown_username_is_not_recorded_as_typed(server: TestClient, admin: str) -> None:
+    typed = "Maybe-My-Password-42"
+    server.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "client_id": "rofecare-console",
+            "username": typed,
+            "password": "whatever-Else-1",
+        },
+    )
+    events = audit_events(server, admin)
+    assert typed not in str(events)
+    assert any(e.get("outcomeDesc") == "login refused: unknown-user" for e in events)
