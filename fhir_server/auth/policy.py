@@ -167,13 +167,17 @@ def check_in_compartment(
 ) -> None:
     """For a single read or write under ``patient/`` scopes: the resource must be the
     patient, or reference the patient through a compartment link (``references``: the
-    relative references of its compartment parameters, as the indexer reads them)."""
+    relative references of its compartment parameters, as the indexer reads them). A
+    write must moreover name no other patient in those links: the compartment definition
+    lets a resource be in several patients' records, and a patient app may read such a
+    resource, but must not file one into another patient's record."""
     patient = confining_patient(resource_type, interaction)
     if patient is None:
         return
     if resource_type == "Patient" and resource is not None and resource.get("id") == patient:
         return
-    if ("Patient", patient) in references:
+    patients = {target for kind, target in references if kind == "Patient"}
+    if patient in patients and (interaction == "read" or patients == {patient}):
         return
     raise Forbidden(
         f"{resource_type} is outside the compartment of Patient/{patient} that the "

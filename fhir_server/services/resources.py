@@ -21,6 +21,7 @@ import orjson
 from fhir_server.auth import policy
 from fhir_server.auth.context import current_access
 from fhir_server.definitions import Definitions
+from fhir_server.definitions.registry import load_patient_compartment
 from fhir_server.errors import (
     BadRequest,
     Conflict,
@@ -200,10 +201,14 @@ class ResourceService:
         )
 
     def _references(self, body: dict[str, Any]) -> set[tuple[str, str]]:
+        """The relative references ``body`` holds in its Patient compartment parameters
+        (an Observation's ``subject`` and ``performer``, not its ``focus``)."""
+        links = set(load_patient_compartment().get(str(body.get("resourceType")), ()))
         return {
             (entry.target_type, entry.target_id)
             for entry in self._search_index.indexer.entries(body)
             if isinstance(entry, ReferenceEntry)
+            and entry.param in links
             and entry.target_type is not None
             and entry.target_id is not None
         }

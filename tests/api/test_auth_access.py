@@ -670,3 +670,24 @@ def test_an_unknown_username_is_not_recorded_as_typed(server: TestClient, admin:
     events = audit_events(server, admin)
     assert typed not in str(events)
     assert any(e.get("outcomeDesc") == "login refused: unknown-user" for e in events)
+
+
+def test_compartment_checks_follow_only_compartment_links(server: TestClient, admin: str) -> None:
+    mine = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    other = server.post("/fhir/Patient", json=patient(), headers=bearer(admin)).json()["id"]
+    # focus is no compartment link: this is the other patient's Observation.
+    about_me = {**observation(f"Patient/{other}"), "focus": [{"reference": f"Patient/{mine}"}]}
+    theirs = server.post("/fhir/Observation", json=about_me, headers=bearer(admin)).json()["id"]
+    scope = "launch/patient patient/Patient.rs patient/Observation.crs"
+    _register_app(server, scope)
+    token = _launch(server, "admin", ADMIN_PASSWORD, mine, scope)["access_token"]
+    assert server.get(f"/fhir/Observation/{theirs}", headers=bearer(token)).status_code == 403
+    # Filed into my record but naming another patient in a compartment link: refused.
+    both = {**observation(f"Patient/{mine}"), "performer": [{"reference": f"Patient/{other}"}]}
+    refused = server.post("/fhir/Observation", json=both, headers=bearer(token))
+    assert refused.status_code == 403
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "rofecare-3405"
+    own = server.post(
+        "/fhir/Observation", json=observation(f"Patient/{mine}"), headers=bearer(token)
+    )
+    assert own.status_code == 201
