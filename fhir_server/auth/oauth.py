@@ -265,7 +265,7 @@ class AuthorizationServer:
         # Roles may have changed since: grant again from the current ones.
         scope = self._user_grant(client, user, scope)
         # A rotated token ends when its family does: rotation does not extend a session.
-        return await self._answer(
+        answer = await self._answer(
             issue,
             issuer,
             client,
@@ -275,6 +275,13 @@ class AuthorizationServer:
             nonce=None,
             family=(token.family, token.expires_at),
         )
+        # A revocation (or a detected reuse) between taking the token and storing the next
+        # one would miss the next one: look again, and end the family if it happened.
+        again = await self._store.refresh_token(token.digest)
+        if again is None or again.revoked:
+            await self._store.revoke_family(token.family)
+            raise OAuthError("invalid_grant", "The session was revoked; log in again")
+        return answer
 
     async def _client_credentials(
         self, form: Mapping[str, str], client: Client, issue: TokenIssuer, issuer: str

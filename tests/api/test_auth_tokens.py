@@ -24,6 +24,7 @@ from tests.api.auth_helpers import (
     audit_events,
     bearer,
     bootstrap,
+    identity,
     password_token,
     secure_client,
 )
@@ -311,3 +312,22 @@ def test_secrets_never_reach_the_logs(server: TestClient, caplog: pytest.LogCapt
 def test_authentication_off_is_refused_off_the_loopback(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Authentication is off"):
         build_app(Settings(data_dir=tmp_path, auth_enabled=False, host="0.0.0.0"))
+
+
+def test_a_revocation_racing_a_refresh_ends_the_new_token_too(
+    server: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = password_token(server, "admin", ADMIN_PASSWORD)
+    store = identity(server).store
+    original = store.use_refresh_token
+
+    async def revoked_meanwhile(digest: str) -> Any:
+        token = await original(digest)
+        if token is not None:
+            await store.revoke_family(token.family)  # /oauth/revoke lands right here
+        return token
+
+    monkeypatch.setattr(store, "use_refresh_token", revoked_meanwhile)
+    form = {"grant_type": "refresh_token", "client_id": "rofecare-console"}
+    raced = server.post("/oauth/token", data={**form, "refresh_token": first["refresh_token"]})
+    assert raced.status_code == 400 and raced.json()["error"] == "invalid_grant"
