@@ -74,22 +74,32 @@ class Users:
 
         Returns the generated password (to be printed once, and never stored in clear) or
         None when the store already had users or the password was given. It is random and
-        strong, so it is not forced to change: the console's password grant must be able
-        to use it (the login page cannot yet take a new password)."""
+        strong, and shown only once, so it is not forced to change: the console's password
+        grant can use it at once. Safe when several servers start together on one store."""
         generated: str | None = None
         if await self.store.count_users() == 0:
             password = admin_password or generate_password()
-            await self.add_user(ADMIN_USERNAME, password, ("admin",))
-            generated = None if admin_password else password
+            try:
+                await self.add_user(ADMIN_USERNAME, password, ("admin",))
+                generated = None if admin_password else password
+            except IdentityError:
+                if await self.store.user_by_name(ADMIN_USERNAME) is None:
+                    raise  # refused by the policy, not taken by a twin
+                # Another server starting at the same moment (two containers on one
+                # database) created it first: its password is the one printed.
         # Also when users were added with the CLI before the first start.
         if await self.store.client(CONSOLE_CLIENT_ID) is None:
-            await self.add_client(
-                CONSOLE_CLIENT_ID,
-                name="Rofecare console",
-                kind="public",
-                grant_types=("password", "refresh_token", "authorization_code"),
-                scope=CONSOLE_SCOPE,
-            )
+            try:
+                await self.add_client(
+                    CONSOLE_CLIENT_ID,
+                    name="Rofecare console",
+                    kind="public",
+                    grant_types=("password", "refresh_token", "authorization_code"),
+                    scope=CONSOLE_SCOPE,
+                )
+            except IdentityError:
+                if await self.store.client(CONSOLE_CLIENT_ID) is None:
+                    raise
         return generated
 
     # -- users -------------------------------------------------------------------------------
