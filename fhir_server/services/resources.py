@@ -151,9 +151,10 @@ class ResourceService:
         return version
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
-        """History of an instance needs ``r`` on its type; of a type or the whole system,
-        ``s`` (SMART v2), and is not offered under ``patient/`` scopes, which it could not
-        confine without reading every version."""
+        """History of an instance needs ``r`` on its type (and, under ``patient/`` scopes,
+        every version in the patient's compartment); of a type or the whole system ``s``
+        (SMART v2), and it is not offered under ``patient/`` scopes, which it could not
+        confine without reading every version of every resource."""
         if query.resource_type is not None:
             self.check_type(query.resource_type)
         if query.resource_id is not None:
@@ -171,14 +172,13 @@ class ResourceService:
             for version in page.versions:  # an earlier version may belong to another patient
                 self._check_compartment(version, "read")
             return page
-        else:
-            resource_type = query.resource_type or "*"
-            policy.require(resource_type, "search")
-            if policy.confining_patient(resource_type, "search") is not None:
-                raise Forbidden(
-                    "History above the instance level is not available with patient/ scopes",
-                    rofecare_code="rofecare-3407",
-                )
+        resource_type = query.resource_type or "*"
+        policy.require(resource_type, "search")
+        if policy.confining_patient(resource_type, "search") is not None:
+            raise Forbidden(
+                "History above the instance level is not available with patient/ scopes",
+                rofecare_code="rofecare-3407",
+            )
         return await self._store.history(query)
 
     def _check_change(self, current: StoredVersion, interaction: policy.Interaction) -> None:
