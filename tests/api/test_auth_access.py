@@ -232,6 +232,16 @@ def test_a_patient_app_sees_only_its_patients_record(server: TestClient, admin: 
     )
     assert elsewhere.status_code == 403
     assert server.get("/fhir/_history", headers=bearer(token)).status_code == 403
+    everything = server.get(f"/fhir/Patient/{mine}/$everything", headers=bearer(token))
+    assert everything.status_code == 200, everything.text
+    record = {
+        (e["resource"]["resourceType"], e["resource"]["id"]) for e in everything.json()["entry"]
+    }
+    assert ("Observation", own_obs) in record and ("Observation", other_obs) not in record
+    assert all(kind in ("Patient", "Observation") for kind, _ in record)  # what it may read
+    assert (
+        server.get(f"/fhir/Patient/{other}/$everything", headers=bearer(token)).status_code == 403
+    )
 
 
 def test_the_authorization_endpoint_refuses_what_it_must(server: TestClient) -> None:
