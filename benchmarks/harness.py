@@ -43,9 +43,10 @@ class BenchmarkError(Exception):
 # -- the server process ------------------------------------------------------------------------
 
 
-ENGINE_ONLY = {"ROFECARE_AUTH_ENABLED": "false"}
+ENGINE_ONLY = {"ROFECARE_AUTH_ENABLED": "false", "ROFECARE_PROFILE_VALIDATION": "off"}
 """What the REST, search and Bundle benchmarks run with: they measure the FHIR engine on
-the loopback; ``benchmarks/auth.py`` measures what tokens and audit add to it."""
+the loopback; ``benchmarks/auth.py`` measures what tokens and audit add to it, and
+``benchmarks/profiles.py`` what profile validation adds."""
 
 
 class Server:

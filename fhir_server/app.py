@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,10 +22,12 @@ from fhir_server.api.routes import fhir_routes
 from fhir_server.auth.identity import IdentityStore
 from fhir_server.config import Settings
 from fhir_server.definitions import Definitions, load_definitions
+from fhir_server.definitions.registry import profile_resources
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
 from fhir_server.services.audit_trail import AuditTrail
 from fhir_server.services.bundles import BundleService
+from fhir_server.services.conformance import publish_profiles
 from fhir_server.services.identity import Identity, build_identity
 from fhir_server.services.operations import OperationRegistry
 from fhir_server.services.resources import ResourceService
@@ -33,10 +36,24 @@ from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore
 from fhir_server.storage.mongo import MongoStore
 from fhir_server.storage.sqlite import SqliteStore
+from fhir_server.validation.profile_registry import ProfileRegistry
+from fhir_server.validation.profiles import ProfileValidation
 from fhir_server.validation.structure import StructureValidator
+from fhir_server.validation.terminology import Terminology
 
 OPERATION_PLUGINS = ("operations",)
 """Packages whose ``register(registry)`` adds $operations (imported by name, never statically)."""
+TERMINOLOGY_PLUGIN = "terminology"
+"""The package whose ``provider()`` answers for code systems and value sets."""
+
+
+def load_terminology() -> Terminology | None:
+    module = importlib.import_module(TERMINOLOGY_PLUGIN)
+    factory = getattr(module, "provider", None)
+    if factory is None:
+        return None
+    provider: Terminology = factory()
+    return provider
 
 
 def build_store(settings: Settings) -> ResourceStore:
@@ -84,6 +101,10 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         total_limit=settings.search_total_limit,
     )
     audit = AuditTrail(store, search_index)
+    profiles = ProfileValidation(
+        ProfileRegistry(profile_resources("StructureDefinition"), load_terminology()),
+        settings.profile_validation,
+    )
     service = ResourceService(
         store,
         definitions,
@@ -92,6 +113,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         allow_client_ids=settings.allow_client_ids,
         max_resource_bytes=settings.max_body_bytes,
         audit=audit,
+        profiles=profiles,
     )
     search = SearchService(store, service, search_index, definitions)
     bundles = BundleService(service, search, max_entries=settings.max_bundle_entries)
@@ -126,6 +148,8 @@ def build_app(
         await store.open()
         await identity.store.open()
         await service.reload_search_parameters()
+        if service.profiles is not None:
+            await publish_profiles(service, service.profiles.registry.packaged)
         await asyncio.to_thread(validator.warm_up)
         await identity.keys.refresh()
         await core.audit.start()

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="Off only to measure what indexing costs: searches then find nothing",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    profile_validation: Literal["enforce", "warn", "off"] = Field(
+        default="enforce",
+        description=(
+            "Rofecare and declared profiles on every write: enforce refuses a faulty resource "
+            "(422), warn accepts it and logs the faults, off checks the R4 structure only"
+        ),
+    )
 
     # -- identity and authorization (SMART on FHIR) --------------------------------------
     auth_enabled: bool = Field(

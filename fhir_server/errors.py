@@ -105,6 +105,18 @@ class Unprocessable(FhirError):
     status, issue_type, rofecare_code = 422, "processing", "rofecare-1422"
 
 
+class ProfileViolation(Unprocessable):
+    """The resource breaks a profile that governs it or that it claims (http.html: 422)."""
+
+    issue_type, rofecare_code = "invariant", "rofecare-1801"
+
+
+class BusinessRuleViolation(Unprocessable):
+    """The write breaks a hospital rule that needs other resources to check (http.html: 422)."""
+
+    issue_type, rofecare_code = "business-rule", "rofecare-1900"
+
+
 class StoreUnavailable(FhirError):
     status, issue_type, rofecare_code = 503, "transient", "rofecare-1510"
 

@@ -75,6 +75,8 @@ def profile_resources(resource_type: str) -> list[dict[str, Any]]:
     root = Path(str(resources.files("profiles")))
     found: list[dict[str, Any]] = []
     for path in sorted(root.rglob("*.json")):
+        if "examples" in path.relative_to(root).parts:
+            continue  # the documented valid and invalid instances, not definitions
         content = json.loads(path.read_text())
         if isinstance(content, dict) and content.get("resourceType") == resource_type:
             found.append(content)

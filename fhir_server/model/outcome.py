@@ -17,17 +17,22 @@ class Issue:
     diagnostics: str
     rofecare_code: str | None = None
     expression: tuple[str, ...] = field(default_factory=tuple)
+    key: str | None = None  # the profile rule broken: a constraint key, or kind:element id
 
 
 ROFECARE_CODE_SYSTEM = "http://rofecare.com/fhir/CodeSystem/outcome-code"
+CONSTRAINT_KEY_SYSTEM = "http://rofecare.com/fhir/CodeSystem/constraint-key"
 
 
 def issue_json(issue: Issue) -> dict[str, Any]:
     entry: dict[str, Any] = {"severity": issue.severity, "code": issue.code}
+    codings = []
     if issue.rofecare_code:
-        entry["details"] = {
-            "coding": [{"system": ROFECARE_CODE_SYSTEM, "code": issue.rofecare_code}]
-        }
+        codings.append({"system": ROFECARE_CODE_SYSTEM, "code": issue.rofecare_code})
+    if issue.key:
+        codings.append({"system": CONSTRAINT_KEY_SYSTEM, "code": issue.key})
+    if codings:
+        entry["details"] = {"coding": codings}
     entry["diagnostics"] = issue.diagnostics
     if issue.expression:
         entry["expression"] = list(issue.expression)

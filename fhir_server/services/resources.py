@@ -56,6 +56,7 @@ from fhir_server.storage.base import (
     VersionConflict,
     WriteRecord,
 )
+from fhir_server.validation.profiles import ProfileValidation
 from fhir_server.validation.structure import StructureValidator
 
 # Writes of one resource queue inside a process (KeyedLocks); these retries cover the rarer
@@ -90,8 +91,10 @@ class ResourceService:
         allow_client_ids: bool = True,
         max_resource_bytes: int = 10 * 1024 * 1024,
         audit: AuditTrail | None = None,
+        profiles: ProfileValidation | None = None,
     ) -> None:
         self._store = store
+        self.profiles = profiles
         self._audit = audit
         self._max_resource_bytes = max_resource_bytes
         self._definitions = definitions
@@ -262,10 +265,23 @@ class ResourceService:
         return await self._validator.validate_async(resource, resource_type)
 
     async def validate(self, resource: Any, resource_type: str) -> None:
-        """Raise 400 with every structural fault of ``resource``."""
+        """Raise 400 with every structural fault of ``resource``, then 422 with every fault
+        against the profiles that govern it or that it claims (in the configured mode)."""
         issues = await self.structure_issues(resource, resource_type)
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
+        if self.profiles is not None:
+            self.profiles.enforce(resource)
+
+    async def validation_issues(
+        self, resource: Any, resource_type: str, profiles: tuple[str, ...] = ()
+    ) -> list[Issue]:
+        """What ``$validate`` reports: the structural faults, or when there are none, the
+        faults against the governing, claimed and asked-for ``profiles`` (any mode)."""
+        issues = await self.structure_issues(resource, resource_type)
+        if issues or self.profiles is None:
+            return issues
+        return self.profiles.issues(resource, profiles)
 
     # -- writes ----------------------------------------------------------------------------
 

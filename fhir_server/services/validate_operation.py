@@ -15,6 +15,7 @@ from fhir_server.services.content import without_server_meta
 from fhir_server.services.resources import ResourceService
 
 MODES = ("create", "update", "delete")
+BASE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
 
 
 async def run_validate(
@@ -33,13 +34,15 @@ async def run_validate(
     )
     policy.require(resource_type, needed)
     issues: list[Issue] = []
-    if (
-        profile is not None
-        and profile != f"http://hl7.org/fhir/StructureDefinition/{resource_type}"
-    ):
-        issues.append(
-            Issue("error", "not-supported", f"Unknown profile {profile!r}", "rofecare-1701")
-        )
+    asked: tuple[str, ...] = ()
+    if profile is not None and profile != BASE_PROFILE + resource_type:
+        known = service.profiles.registry.get(profile) if service.profiles else None
+        if known is None:
+            issues.append(
+                Issue("error", "not-supported", f"Unknown profile {profile!r}", "rofecare-1701")
+            )
+        else:
+            asked = (profile,)
     if mode in ("update", "delete") and resource_id is None:
         raise BadRequest(
             f"mode={mode} needs the instance URL [type]/[id]/$validate",
@@ -51,7 +54,9 @@ async def run_validate(
     else:
         if resource is None:
             raise BadRequest("$validate needs a resource", rofecare_code="rofecare-1703")
-        issues += await service.structure_issues(without_server_meta(resource), resource_type)
+        issues += await service.validation_issues(
+            without_server_meta(resource), resource_type, asked
+        )
         if mode == "update" and isinstance(resource, dict) and resource.get("id") != resource_id:
             issues.append(
                 Issue(

@@ -22,7 +22,13 @@ CHEAP_HASHING = {"password_hash_time_cost": 1, "password_hash_memory_kib": 1024}
 
 def secure_client(tmp_path: Path, **settings: Any) -> TestClient:
     """An app with authentication on (cheap argon2 parameters: tests hash many passwords)."""
-    app = build_app(Settings(data_dir=tmp_path, auth_enabled=True, **{**CHEAP_HASHING, **settings}))
+    app = build_app(
+        Settings(
+            data_dir=tmp_path,
+            auth_enabled=True,
+            **{"profile_validation": "off", **CHEAP_HASHING, **settings},
+        )
+    )
     return TestClient(app, base_url="http://testserver", raise_server_exceptions=False)
 
 

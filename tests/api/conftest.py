@@ -65,8 +65,11 @@ def marital_text_parameter(**extra: Any) -> dict[str, Any]:
 
 def make_client(tmp_path: Path, **settings: Any) -> TestClient:
     """The app with authentication off unless asked (the FHIR behaviour under test is the
-    same; tests/api/test_auth_*.py and tests/e2e/test_smart_*.py test it with tokens)."""
+    same; tests/api/test_auth_*.py and tests/e2e/test_smart_*.py test it with tokens), and
+    profile validation off unless asked (the engine's tests write minimal resources; the
+    profile tests turn it on)."""
     settings.setdefault("auth_enabled", False)
+    settings.setdefault("profile_validation", "off")
     app = build_app(Settings(data_dir=tmp_path, **settings))
     return TestClient(app, base_url="http://testserver", raise_server_exceptions=False)
 

@@ -26,6 +26,14 @@ from tests.api.conftest import make_client, observation, patient
 NPI = "http://hl7.org/fhir/sid/us-npi"
 
 
+@pytest.fixture(autouse=True)
+def _minimal_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests load minimal resources to test the loader, not the hospital's profiles
+    (tests/e2e/test_profiles_e2e.py loads Synthea with them enforced); the subprocesses
+    inherit the setting too."""
+    monkeypatch.setenv("ROFECARE_PROFILE_VALIDATION", "off")
+
+
 def write(path: Path, content: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content))

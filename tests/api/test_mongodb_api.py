@@ -32,7 +32,9 @@ from tests.contract.mongo_standin import StandInClient
 
 def _client(tmp_path: Path) -> tuple[TestClient, StandInClient]:
     store = standin_store(tmp_path)
-    app = build_app(Settings(data_dir=tmp_path, auth_enabled=False), store=store)
+    app = build_app(
+        Settings(data_dir=tmp_path, auth_enabled=False, profile_validation="off"), store=store
+    )
     client = TestClient(app, base_url="http://testserver", raise_server_exceptions=False)
     standin = store._client
     assert isinstance(standin, StandInClient)
@@ -169,7 +171,7 @@ async def test_bulk_load_search_and_reindex_over_the_mongodb_store(tmp_path: Pat
     lines = [json.dumps(patient(id=f"nd{number}")) for number in range(5)]
     (source / "patients.ndjson").write_text("\n".join(lines) + "\n")
     store = standin_store(tmp_path)
-    core = build_core(Settings(data_dir=tmp_path / "data"), store=store)
+    core = build_core(Settings(data_dir=tmp_path / "data", profile_validation="off"), store=store)
     await store.open()
     try:
         await core.service.reload_search_parameters()

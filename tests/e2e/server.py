@@ -86,12 +86,15 @@ def start_server(
     extra_args: Sequence[str] = (),
     *,
     auth: bool = False,
+    profiles: str = "off",
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     """Start ``rofecare serve`` on a free port and return once GET /ready answers 200.
 
     Authentication is off unless ``auth``: the tests of FHIR behaviour need no tokens;
-    the SMART tests turn it on (``env`` adds ROFECARE_* settings)."""
+    the SMART tests turn it on (``env`` adds ROFECARE_* settings). Profile validation is
+    off unless ``profiles`` says (enforce, warn): the engine's tests write minimal resources,
+    the profile tests write the hospital's."""
     port = free_port()
     command = [
         sys.executable,
@@ -114,6 +117,7 @@ def start_server(
             env={
                 **_clean_environment(),
                 "ROFECARE_AUTH_ENABLED": "true" if auth else "false",
+                "ROFECARE_PROFILE_VALIDATION": profiles,
                 **(env or {}),
             },
             start_new_session=True,  # a Ctrl-C in the terminal must not reach it first

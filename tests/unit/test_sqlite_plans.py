@@ -35,7 +35,9 @@ SHAPES = [
 
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[Core]:
-    core = build_core(Settings(data_dir=tmp_path, sqlite_synchronous="NORMAL"))
+    core = build_core(
+        Settings(data_dir=tmp_path, sqlite_synchronous="NORMAL", profile_validation="off")
+    )
     await core.store.open()
     service = core.service
     for number in range(300):

@@ -1,0 +1,47 @@
+"""The packaged profiles published as StructureDefinition resources.
+
+Issue 7 asks that Rofecare's profiles be served at ``/fhir/StructureDefinition`` like any
+other conformance resource, so a client reads, searches (``?url=``, ``?type=``) and
+``$validate``s against what the server enforces. At start-up each packaged definition is
+written under its own id when the store lacks it or holds another content; an unchanged
+one is left alone, so restarts and the workers of one deployment add no versions.
+The packaged definitions stay the ones in force (the registry compiled them from the
+package), so a stored copy is what the server enforces, for reading.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from fhir_server.services.content import without_server_meta
+from fhir_server.services.resources import ResourceService
+from fhir_server.validation.profile_compiler import CompiledProfile
+
+log = logging.getLogger("rofecare.profiles")
+
+
+async def publish_profiles(service: ResourceService, profiles: list[CompiledProfile]) -> int:
+    """Write every packaged profile that the store lacks or holds differently; how many."""
+    written = 0
+    for profile in profiles:
+        definition: dict[str, Any] = profile.definition
+        resource_id = str(definition.get("id") or profile.name)
+        current = await service.current("StructureDefinition", resource_id)
+        if current is not None and current.body is not None:
+            stored = without_server_meta(orjson.loads(current.body))
+            if _same(stored, definition):
+                continue
+        await service.update("StructureDefinition", resource_id, {**definition, "id": resource_id})
+        written += 1
+    if written:
+        log.info("published %d packaged profile(s) as StructureDefinition resources", written)
+    return written
+
+
+def _same(stored: dict[str, Any], packaged: dict[str, Any]) -> bool:
+    return orjson.dumps(stored, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        {**packaged, "id": stored.get("id")}, option=orjson.OPT_SORT_KEYS
+    )
