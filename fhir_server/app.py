@@ -31,6 +31,7 @@ from fhir_server.services.conformance import publish_profiles
 from fhir_server.services.identity import Identity, build_identity
 from fhir_server.services.operations import OperationRegistry
 from fhir_server.services.resources import ResourceService
+from fhir_server.services.rules import RuleRegistry
 from fhir_server.services.search import SearchService
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore
@@ -43,6 +44,8 @@ from fhir_server.validation.terminology import Terminology
 
 OPERATION_PLUGINS = ("operations",)
 """Packages whose ``register(registry)`` adds $operations (imported by name, never statically)."""
+RULE_PLUGINS = ("profiles",)
+"""Packages whose ``register_rules(registry)`` adds the hospital's write rules."""
 TERMINOLOGY_PLUGIN = "terminology"
 """The package whose ``provider()`` answers for code systems and value sets."""
 
@@ -105,6 +108,8 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         ProfileRegistry(profile_resources("StructureDefinition"), load_terminology()),
         settings.profile_validation,
     )
+    rules = RuleRegistry()
+    rules.load(RULE_PLUGINS)
     service = ResourceService(
         store,
         definitions,
@@ -114,6 +119,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         max_resource_bytes=settings.max_body_bytes,
         audit=audit,
         profiles=profiles,
+        rules=rules,
     )
     search = SearchService(store, service, search_index, definitions)
     bundles = BundleService(service, search, max_entries=settings.max_bundle_entries)

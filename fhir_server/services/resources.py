@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,16 +38,19 @@ from fhir_server.errors import (
 from fhir_server.model.ids import is_valid_id, new_id
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
+from fhir_server.search.parser import SearchParser
 from fhir_server.search.plan import SearchPlan
 from fhir_server.search.values import ReferenceEntry
 from fhir_server.services.audit_trail import AuditTrail
 from fhir_server.services.content import apply_json_patch, without_server_meta
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.locks import KeyedLocks
+from fhir_server.services.rules import Change, RuleContext, RuleRegistry, Verdict
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.services.staging import StagedWrites, active_stage
 from fhir_server.storage.base import (
     ConditionMatched,
+    GuardViolated,
     HistoryPage,
     HistoryQuery,
     Method,
@@ -92,9 +95,11 @@ class ResourceService:
         max_resource_bytes: int = 10 * 1024 * 1024,
         audit: AuditTrail | None = None,
         profiles: ProfileValidation | None = None,
+        rules: RuleRegistry | None = None,
     ) -> None:
         self._store = store
         self.profiles = profiles
+        self.rules = rules or RuleRegistry()
         self._audit = audit
         self._max_resource_bytes = max_resource_bytes
         self._definitions = definitions
@@ -106,6 +111,18 @@ class ResourceService:
         self._search_parameters_reload = asyncio.Lock()  # one reload at a time, not one each
 
     # -- reads -----------------------------------------------------------------------------
+
+    def known_type(self, resource_type: str) -> bool:
+        return self._definitions.is_resource_type(resource_type) and resource_type not in NOT_STORED
+
+    @property
+    def search_parser(self) -> SearchParser:
+        return self._search_index.parser
+
+    async def unrestricted_search(self, plan: SearchPlan) -> list[StoredVersion]:
+        """Matches of ``plan`` whatever the request's token may see: for the server's own
+        rules, which must see every admission, never for an answer to a client."""
+        return await self._matches(plan)
 
     def check_type(self, resource_type: str) -> None:
         """404 unless ``resource_type`` is an R4 type with a RESTful endpoint."""
@@ -489,6 +506,7 @@ class ResourceService:
             self._check_change(current, "delete")
             if current.deleted:
                 return WriteResult(current, created=False, changed=False)
+            verdict = await self._judge(resource_type, resource_id, None, current, "DELETE")
             record = WriteRecord(
                 resource_type=resource_type,
                 resource_id=resource_id,
@@ -497,8 +515,10 @@ class ResourceService:
                 last_updated=_millis(now_utc()),
                 method="DELETE",
                 body=None,
+                guards=tuple(verdict.guards),
             )
-            return WriteResult(await self._persist(record), created=False)
+            companions = await self._companions(verdict)
+            return WriteResult(await self._persist(record, companions), created=False)
 
         return await self._versioned_write(
             resource_type, resource_id, if_match, mark_deleted, must_exist=True
@@ -556,7 +576,61 @@ class ResourceService:
         method: Method,
         unless_exists: SearchPlan | None = None,
     ) -> WriteResult:
-        """Persist ``resource`` as the version after ``current`` (None: a new resource)."""
+        """Persist ``resource`` as the version after ``current`` (None: a new resource),
+        as the hospital's rules have it (they may refuse it, add to it, guard it and write
+        companions with it)."""
+        verdict = await self._judge(
+            resource_type, resource_id, {**resource, "id": resource_id}, current, method
+        )
+        assert verdict.resource is not None
+        record = await self._prepare(
+            resource_type, resource_id, verdict.resource, current, method, unless_exists
+        )
+        if verdict.guards:
+            record = replace(record, guards=tuple(verdict.guards))
+        companions = await self._companions(verdict)
+        version = await self._persist(record, companions)
+        return WriteResult(version, created=current is None or current.deleted)
+
+    async def _judge(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        current: StoredVersion | None,
+        method: Method,
+    ) -> Verdict:
+        mode = self.profiles.mode if self.profiles is not None else "enforce"
+        if mode == "off" or not self.rules.applies(resource_type):
+            return Verdict(resource)
+        previous = (
+            orjson.loads(current.body) if current is not None and current.body is not None else None
+        )
+        change = Change(resource_type, resource_id, resource, previous, method)
+        return await self.rules.judge(change, RuleContext(self), enforce=mode == "enforce")
+
+    async def _companions(self, verdict: Verdict) -> list[WriteRecord]:
+        """The records of what the rules write beside the resource (a Flag for an
+        out-of-range result): created, or updated when they exist already."""
+        records = []
+        for companion in verdict.companions:
+            resource_type, resource_id = companion["resourceType"], companion["id"]
+            current = await self.current(resource_type, resource_id)
+            method: Method = "PUT" if current is not None else "POST"
+            records.append(
+                await self._prepare(resource_type, resource_id, companion, current, method)
+            )
+        return records
+
+    async def _prepare(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        current: StoredVersion | None,
+        method: Method,
+        unless_exists: SearchPlan | None = None,
+    ) -> WriteRecord:
         moment = now_utc()
         current_version = current.version_id if current else 0
         version_id = current_version + 1
@@ -579,7 +653,7 @@ class ResourceService:
                 self._references(body),
                 "create" if current is None else "update",
             )
-        record = WriteRecord(
+        return WriteRecord(
             resource_type=resource_type,
             resource_id=resource_id,
             version_id=version_id,
@@ -591,16 +665,24 @@ class ResourceService:
             full_text=text,
             unless_exists=unless_exists,
         )
-        version = await self._persist(record)
-        return WriteResult(version, created=current is None or current.deleted)
 
-    async def _persist(self, record: WriteRecord) -> StoredVersion:
-        """Write ``record`` now, or hold it in the active stage (a transaction Bundle)."""
+    async def _persist(
+        self, record: WriteRecord, companions: Sequence[WriteRecord] = ()
+    ) -> StoredVersion:
+        """Write ``record`` (and its companions) now, or hold them in the active stage (a
+        transaction Bundle)."""
         stage = active_stage()
         if stage is not None:
-            return stage.add(record)
-        await self._store.write(self._audited([record]))
-        if record.resource_type == "SearchParameter":
+            version = stage.add(record)
+            for companion in companions:
+                stage.add(companion)
+            return version
+        records = [record, *companions]
+        try:
+            await self._store.write(self._audited(records))
+        except GuardViolated as violated:
+            raise _guard_conflict(violated) from None
+        if any(item.resource_type == "SearchParameter" for item in records):
             await self.reload_search_parameters()
         return record.as_version()
 
@@ -622,9 +704,17 @@ class ResourceService:
         """Persist every staged record in one storage transaction (VersionConflict if any
         resource changed since it was staged: nothing is written then)."""
         if stage.records:
-            await self._store.write(self._audited(stage.records))
+            try:
+                await self._store.write(self._audited(stage.records))
+            except GuardViolated as violated:
+                raise _guard_conflict(violated) from None
         if stage.search_parameters_changed:
             await self.reload_search_parameters()
+
+
+def _guard_conflict(violated: GuardViolated) -> Conflict:
+    """Another writer got there first: the rule's own refusal, as a 409."""
+    return Conflict(violated.guard.message, rofecare_code=violated.guard.code)
 
 
 def _millis(moment: datetime) -> datetime:

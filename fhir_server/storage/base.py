@@ -41,6 +41,37 @@ class ConditionMatched(VersionConflict):
 
 
 @dataclass(frozen=True)
+class WriteGuard:
+    """A hospital rule that no other current resource may match ``plan`` once this write
+    is persisted (one active admission per patient, no overlapping appointment on a
+    practitioner...), checked by the store inside the write transaction after every write
+    committed or queued before it, like ``unless_exists``. Resources written by the same
+    transaction are not counted: the service checked their new content already.
+
+    ``lock`` names what the guard protects (``admission:Patient/1``): MongoDB writes a
+    document of that name in the transaction, so two writers under one lock conflict and
+    run one after the other, even when their plans differ (two overlapping appointments
+    of one practitioner at different times). SQLite writes one transaction at a time.
+    """
+
+    plan: SearchPlan
+    lock: str
+    code: str  # the rule's rofecare code, for the answer
+    message: str
+
+
+class GuardViolated(Exception):
+    """A guard found a conflicting resource inside the write transaction: another writer
+    got there first. Nothing of the write is persisted."""
+
+    def __init__(self, guard: WriteGuard, resource_type: str, resource_id: str) -> None:
+        super().__init__(guard.message)
+        self.guard = guard
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+
+@dataclass(frozen=True)
 class WriteRecord:
     """One new version, ready to persist.
 
@@ -63,6 +94,7 @@ class WriteRecord:
     entries: tuple[IndexEntry, ...] = field(default_factory=tuple)
     full_text: FullText | None = None
     unless_exists: SearchPlan | None = None
+    guards: tuple[WriteGuard, ...] = ()
 
     @property
     def deleted(self) -> bool:

@@ -59,7 +59,7 @@ def test_validate_valid_and_invalid_without_writing(client: TestClient) -> None:
     # The same OperationOutcome as a create would give.
     create = client.post("/fhir/Patient", json=patient(gender="x", extra=1), headers=FHIR_JSON)
     assert create.status_code == 400 and create.json()["issue"] == outcome["issue"]
-    assert client.get("/fhir/_history").json().get("entry", []) == []
+    assert client.get("/fhir/Patient/_history").json().get("entry", []) == []
 
 
 def test_validate_with_parameters_and_modes(client: TestClient, created: dict[str, Any]) -> None:

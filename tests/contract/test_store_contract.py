@@ -6,6 +6,7 @@ Every backend must pass this file unchanged (see conftest.BACKENDS).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import pytest
 from fhir_server.search.plan import IdMatch, SearchPlan, TokenMatch, Where
 from fhir_server.search.values import TokenEntry
 from fhir_server.storage.base import (
+    GuardViolated,
     HistoryQuery,
     ResourceStore,
     VersionConflict,
+    WriteGuard,
     WriteRecord,
 )
 
@@ -217,3 +220,38 @@ async def test_data_survives_reopening(store_factory: object, tmp_path: Path) ->
         assert (await second.check()) == []
     finally:
         await second.close()
+
+
+def guarded(
+    resource_id: str, version: int, room: str, *, previous: int | None = None
+) -> WriteRecord:
+    """A resource holding ``room``, guarded so that no other current resource holds it."""
+    entry = TokenEntry("identifier", "urn:room", room)
+    plan = SearchPlan(("Patient",), ((identifier("urn:room", room),),))
+    guard = WriteGuard(plan, f"room:{room}", "rofecare-1999", f"room {room} is taken")
+    return replace(
+        record(resource_id, version, tokens=(entry,), previous=previous), guards=(guard,)
+    )
+
+
+async def test_a_guard_refuses_a_write_another_resource_conflicts_with(
+    store: ResourceStore,
+) -> None:
+    await store.write([guarded("a", 1, "101")])
+    with pytest.raises(GuardViolated) as violated:
+        await store.write([guarded("b", 1, "101")])
+    assert violated.value.guard.code == "rofecare-1999"
+    assert (await store.read("Patient", "b")) is None
+    # The resource itself, and what its own write job holds, do not count against it.
+    await store.write([guarded("a", 2, "101")])
+    await store.write([record("a", 3, deleted=True), guarded("c", 1, "101")])
+    await store.write([guarded("d", 1, "102")])
+    assert (await store.check()) == []
+
+
+async def test_of_simultaneous_guarded_writers_exactly_one_wins(store: ResourceStore) -> None:
+    outcomes = await asyncio.gather(
+        *(store.write([guarded(f"p{n}", 1, "201")]) for n in range(6)), return_exceptions=True
+    )
+    assert sum(outcome is None for outcome in outcomes) == 1
+    assert all(isinstance(o, GuardViolated) for o in outcomes if o is not None)

@@ -41,12 +41,14 @@ from fhir_server.search.plan import SearchPlan
 from fhir_server.storage.base import (
     ConditionMatched,
     CurrentPage,
+    GuardViolated,
     HistoryPage,
     HistoryQuery,
     IndexRecord,
     SearchPage,
     StoredVersion,
     VersionConflict,
+    WriteGuard,
     WriteRecord,
 )
 from fhir_server.storage.mongo.documents import (
@@ -226,6 +228,8 @@ class MongoStore:
         for record in records:
             if record.unless_exists is not None:
                 await self._check_condition(session, record)
+            for guard in record.guards:
+                await self._check_guard(session, record, guard, set(keys))
         last = await self._counters.find_one_and_update(
             {"_id": SEQUENCE_ID},
             {"$inc": {"n": len(records)}},
@@ -275,6 +279,21 @@ class MongoStore:
         condition = await search.condition(replace(plan, count=1, total="none"))
         if await self._current.find_one(condition, {"_id": 1}, session=session):
             raise ConditionMatched(record.resource_type, record.resource_id)
+
+    async def _check_guard(
+        self, session: Any, record: WriteRecord, guard: WriteGuard, written: set[str]
+    ) -> None:
+        # The lock document makes two transactions under one guard conflict (the second
+        # retries and then sees the first's resource), whatever their plans.
+        await self._conditions.update_one(
+            {"_id": f"guard:{guard.lock}"}, {"$inc": {"n": 1}}, upsert=True, session=session
+        )
+        search = MongoSearch(self._current, session=session)
+        condition = await search.condition(replace(guard.plan, count=1, total="none"))
+        cursor = self._current.find(condition, {"_id": 1}, limit=len(written) + 1, session=session)
+        async for document in cursor:
+            if document["_id"] not in written:
+                raise GuardViolated(guard, record.resource_type, record.resource_id)
 
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
         async def run(session: Any) -> int:

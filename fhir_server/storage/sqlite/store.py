@@ -31,6 +31,7 @@ from fhir_server.search.plan import SearchPlan
 from fhir_server.storage.base import (
     ConditionMatched,
     CurrentPage,
+    GuardViolated,
     HistoryPage,
     HistoryQuery,
     IndexRecord,
@@ -413,14 +414,16 @@ class SqliteStore:
         outcomes: list[BaseException | None] = []
         pending: list[Sequence[WriteRecord]] = []
         for job in jobs:
-            conditional = [record for record in job if record.unless_exists is not None]
+            conditional = [
+                record for record in job if record.unless_exists is not None or record.guards
+            ]
             if not conditional:
                 pending.append(job)
                 continue
             if pending:
                 outcomes += self._write_batch(connection, pending, pid, self._multiple)
                 pending = []
-            matched = self._condition_matched(connection, conditional)
+            matched = self._condition_matched(connection, conditional, job)
             if matched is not None:
                 outcomes.append(matched)
                 continue
@@ -430,14 +433,27 @@ class SqliteStore:
         return outcomes
 
     def _condition_matched(
-        self, connection: sqlite3.Connection, records: Sequence[WriteRecord]
-    ) -> ConditionMatched | None:
+        self,
+        connection: sqlite3.Connection,
+        records: Sequence[WriteRecord],
+        job: Sequence[WriteRecord],
+    ) -> ConditionMatched | GuardViolated | None:
+        """The first condition or guard of ``records`` (of ``job``) that a current
+        resource breaks; the job's own resources do not count against its guards."""
         search = SqliteSearch(connection, self._resolver(connection, remember=False))
+        written = {(record.resource_type, record.resource_id) for record in job}
         for record in records:
-            assert record.unless_exists is not None
-            plan = replace(record.unless_exists, count=1, total="none")
-            if search.run(plan).matches:
-                return ConditionMatched(record.resource_type, record.resource_id)
+            if record.unless_exists is not None:
+                plan = replace(record.unless_exists, count=1, total="none")
+                if search.run(plan).matches:
+                    return ConditionMatched(record.resource_type, record.resource_id)
+            for guard in record.guards:
+                plan = replace(guard.plan, count=len(written) + 1, total="none")
+                if any(
+                    (match.resource_type, match.resource_id) not in written
+                    for match in search.run(plan).matches
+                ):
+                    return GuardViolated(guard, record.resource_type, record.resource_id)
         return None
 
     def _analyze(self) -> None:

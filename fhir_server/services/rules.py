@@ -1,0 +1,218 @@
+"""Hospital rules that need other resources, run inside the one write path.
+
+A profile judges one resource alone; "at most one active admission per patient" or "a
+prescription only within a consultation" need the store. Such rules are interventions
+(CONVENTIONS.md rule 8): they run inside the write, after structure and profile
+validation, for every door (REST, transaction and batch entries, operations, HL7, DICOM),
+and decide. A rule may refuse (it raises a FhirError with its rofecare code and the path
+of the fault), add to the resource (an automatic interpretation), write companions in the
+same transaction (a Flag), and guard the write: a ``WriteGuard`` asks the store to check,
+inside the write transaction, that no other current resource conflicts, which is what
+makes "exactly one of two simultaneous admissions wins" true across worker processes.
+
+Rules live with the profiles of their bounded context (``profiles/<context>/rules.py``);
+the core loads them by name at start-up (``RuleRegistry.load``) and never imports them.
+Rules see every resource whatever the writer's token allows: a receptionist admitting a
+patient cannot see the ward's other admissions, but the rule must.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
+
+import orjson
+
+from fhir_server.auth.context import Access, current_access
+from fhir_server.errors import FhirError
+from fhir_server.search.plan import SearchPlan
+from fhir_server.services.criteria import parse_criteria
+from fhir_server.services.staging import active_stage
+from fhir_server.storage.base import StoredVersion, WriteGuard
+
+if TYPE_CHECKING:
+    from fhir_server.services.resources import ResourceService
+
+log = logging.getLogger("rofecare.rules")
+SEARCH_LIMIT = 100  # a rule asking for more is asking the wrong question
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write is about to do: ``resource`` (None: a delete) replaces ``previous``
+    (None: nothing current, a create)."""
+
+    resource_type: str
+    resource_id: str
+    resource: dict[str, Any] | None
+    previous: dict[str, Any] | None
+    method: str
+
+    @property
+    def is_create(self) -> bool:
+        return self.previous is None
+
+
+@dataclass
+class Verdict:
+    """What the rules made of a change: the content to write (interventions may add to
+    it), the guards the store must check, and companions written in the same transaction."""
+
+    resource: dict[str, Any] | None
+    guards: list[WriteGuard] = field(default_factory=list)
+    companions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Rule(Protocol):
+    @property
+    def code(self) -> str:
+        """rofecare-19NN: what a refusal carries."""
+        ...
+
+    @property
+    def title(self) -> str:
+        """The rule in one line, for docs/profiles.md."""
+        ...
+
+    @property
+    def resource_types(self) -> frozenset[str]: ...
+
+    async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None: ...
+
+
+class RuleContext:
+    """What a rule may ask of the store: current content, staged writes of the running
+    transaction first, and searches, unrestricted by the writer's scopes."""
+
+    def __init__(self, service: ResourceService) -> None:
+        self._service = service
+
+    @property
+    def access(self) -> Access | None:
+        """Who writes (None: the server itself, or authentication off)."""
+        return current_access()
+
+    async def read(self, reference: Any) -> dict[str, Any] | None:
+        """The current content a relative reference (``Patient/1``, or a Reference) names;
+        None when it names nothing current here (absent, deleted, absolute, contained)."""
+        target = reference.get("reference") if isinstance(reference, dict) else reference
+        if not isinstance(target, str) or target.count("/") != 1:
+            return None
+        resource_type, resource_id = target.split("/")
+        if not self._service.known_type(resource_type):
+            return None
+        return _content(await self._service.current(resource_type, resource_id))
+
+    def plan(self, resource_type: str, criteria: Sequence[tuple[str, str]]) -> SearchPlan:
+        """A search plan (for a guard) from FHIR search parameters, values unescaped."""
+        query = urlencode(list(criteria))
+        return parse_criteria(resource_type, query, self._service.search_parser)
+
+    def guard(
+        self,
+        resource_type: str,
+        criteria: Sequence[tuple[str, str]],
+        *,
+        lock: str,
+        code: str,
+        message: str,
+    ) -> WriteGuard:
+        """A guard: no other current ``resource_type`` may match ``criteria`` once the
+        write commits (checked by the store in the write transaction, under ``lock``)."""
+        return WriteGuard(self.plan(resource_type, criteria), lock, code, message)
+
+    async def search(
+        self, resource_type: str, criteria: Sequence[tuple[str, str]]
+    ) -> list[dict[str, Any]]:
+        """Current resources matching ``criteria`` (at most SEARCH_LIMIT), as staged in
+        this transaction when it changed them. Resources only staged are not searched:
+        ``staged`` gives them, and the rule tests their content itself."""
+        plan = replace(self.plan(resource_type, criteria), count=SEARCH_LIMIT)
+        found = []
+        for version in await self._service.unrestricted_search(plan):
+            content = _content(
+                await self._service.current(version.resource_type, version.resource_id)
+            )
+            if content is not None:
+                found.append(content)
+        return found
+
+    def staged(self, resource_type: str) -> list[dict[str, Any]]:
+        """The current content of every ``resource_type`` this transaction has staged."""
+        stage = active_stage()
+        if stage is None:
+            return []
+        latest: dict[str, bytes | None] = {}
+        for record in stage.records:
+            if record.resource_type == resource_type:
+                latest[record.resource_id] = record.body
+        return [orjson.loads(body) for body in latest.values() if body is not None]
+
+
+class RuleRegistry:
+    def __init__(self, rules: Sequence[Rule] = ()) -> None:
+        self._by_type: dict[str, list[Rule]] = {}
+        self._rules: list[Rule] = []
+        for rule in rules:
+            self.add(rule)
+
+    def add(self, rule: Rule) -> None:
+        if any(known.code == rule.code for known in self._rules):
+            raise ValueError(f"Two rules share the code {rule.code}")
+        self._rules.append(rule)
+        for resource_type in rule.resource_types:
+            self._by_type.setdefault(resource_type, []).append(rule)
+
+    def load(self, plugins: Sequence[str]) -> None:
+        """Import each plug-in package by name and call its ``register(registry)``."""
+        for name in plugins:
+            module = importlib.import_module(name)
+            register = getattr(module, "register_rules", None)
+            if register is not None:
+                register(self)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return list(self._rules)
+
+    def applies(self, resource_type: str) -> bool:
+        return resource_type in self._by_type
+
+    async def judge(self, change: Change, context: RuleContext, *, enforce: bool = True) -> Verdict:
+        """Run every rule of the change's type in turn, each seeing what the ones before it
+        made of the resource. ``enforce`` False (ROFECARE_PROFILE_VALIDATION=warn): a
+        refusal is logged and the write goes on, unguarded; interventions still apply."""
+        verdict = Verdict(change.resource)
+        for rule in self._by_type.get(change.resource_type, ()):
+            current = Change(
+                change.resource_type,
+                change.resource_id,
+                verdict.resource,
+                change.previous,
+                change.method,
+            )
+            if enforce:
+                await rule.check(current, context, verdict)
+                continue
+            try:
+                await rule.check(current, context, verdict)
+            except FhirError as refusal:
+                log.warning(
+                    "%s/%s accepted although it breaks %s (ROFECARE_PROFILE_VALIDATION=warn)",
+                    change.resource_type,
+                    change.resource_id,
+                    refusal.rofecare_code,
+                )
+            verdict.guards.clear()
+        return verdict
+
+
+def _content(version: StoredVersion | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    content: dict[str, Any] = orjson.loads(version.body)
+    return content

@@ -1,0 +1,1 @@
+"""Patient context: patients, visits and admissions, triage."""
