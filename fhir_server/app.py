@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Response
@@ -27,7 +28,7 @@ from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
 from fhir_server.services.audit_trail import AuditTrail
 from fhir_server.services.bundles import BundleService
-from fhir_server.services.conformance import publish_profiles
+from fhir_server.services.conformance import publish_conformance
 from fhir_server.services.identity import Identity, build_identity
 from fhir_server.services.operations import OperationRegistry
 from fhir_server.services.resources import ResourceService
@@ -87,6 +88,7 @@ class Core:
     search: SearchService
     bundles: BundleService
     audit: AuditTrail
+    conformance: list[dict[str, Any]]  # the packaged profiles, code systems and value sets
 
 
 def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
@@ -104,8 +106,16 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         total_limit=settings.search_total_limit,
     )
     audit = AuditTrail(store, search_index)
+    conformance = [
+        *profile_resources("StructureDefinition"),
+        *profile_resources("CodeSystem"),
+        *profile_resources("ValueSet"),
+    ]
     profiles = ProfileValidation(
-        ProfileRegistry(profile_resources("StructureDefinition"), load_terminology()),
+        ProfileRegistry(
+            [item for item in conformance if item["resourceType"] == "StructureDefinition"],
+            load_terminology(),
+        ),
         settings.profile_validation,
     )
     rules = RuleRegistry()
@@ -124,7 +134,16 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
     search = SearchService(store, service, search_index, definitions)
     bundles = BundleService(service, search, max_entries=settings.max_bundle_entries)
     return Core(
-        settings, definitions, validator, store, search_index, service, search, bundles, audit
+        settings,
+        definitions,
+        validator,
+        store,
+        search_index,
+        service,
+        search,
+        bundles,
+        audit,
+        conformance,
     )
 
 
@@ -155,7 +174,7 @@ def build_app(
         await identity.store.open()
         await service.reload_search_parameters()
         if service.profiles is not None:
-            await publish_profiles(service, service.profiles.registry.packaged)
+            await publish_conformance(service, core.conformance)
         await asyncio.to_thread(validator.warm_up)
         await identity.keys.refresh()
         await core.audit.start()

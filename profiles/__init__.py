@@ -13,7 +13,12 @@ from fhir_server.services.rules import RuleRegistry
 
 def register_rules(registry: RuleRegistry) -> None:
     """Register every context's write rules."""
-    from profiles.patient import rules as patient_rules
+    from profiles.clinical import rules as clinical
+    from profiles.finance import rules as finance
+    from profiles.medtech import rules as medtech
+    from profiles.patient import rules as patient
+    from profiles.platform import rules as platform
 
-    for rule in patient_rules.RULES:
-        registry.add(rule)
+    for context in (patient, clinical, medtech, finance, platform):
+        for rule in context.RULES:
+            registry.add(rule)

@@ -1,4 +1,4 @@
-"""The packaged profiles published as StructureDefinition resources.
+"""The packaged profiles, code systems and value sets published as resources.
 
 Issue 7 asks that Rofecare's profiles be served at ``/fhir/StructureDefinition`` like any
 other conformance resource, so a client reads, searches (``?url=``, ``?type=``) and
@@ -18,26 +18,25 @@ import orjson
 
 from fhir_server.services.content import without_server_meta
 from fhir_server.services.resources import ResourceService
-from fhir_server.validation.profile_compiler import CompiledProfile
 
 log = logging.getLogger("rofecare.profiles")
 
 
-async def publish_profiles(service: ResourceService, profiles: list[CompiledProfile]) -> int:
-    """Write every packaged profile that the store lacks or holds differently; how many."""
+async def publish_conformance(service: ResourceService, definitions: list[dict[str, Any]]) -> int:
+    """Write every packaged resource that the store lacks or holds differently; how many."""
     written = 0
-    for profile in profiles:
-        definition: dict[str, Any] = profile.definition
-        resource_id = str(definition.get("id") or profile.name)
-        current = await service.current("StructureDefinition", resource_id)
+    for definition in definitions:
+        resource_type = str(definition["resourceType"])
+        resource_id = str(definition.get("id") or definition.get("name"))
+        current = await service.current(resource_type, resource_id)
         if current is not None and current.body is not None:
             stored = without_server_meta(orjson.loads(current.body))
             if _same(stored, definition):
                 continue
-        await service.update("StructureDefinition", resource_id, {**definition, "id": resource_id})
+        await service.update(resource_type, resource_id, {**definition, "id": resource_id})
         written += 1
     if written:
-        log.info("published %d packaged profile(s) as StructureDefinition resources", written)
+        log.info("published %d packaged conformance resource(s)", written)
     return written
 
 

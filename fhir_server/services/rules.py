@@ -120,10 +120,18 @@ class RuleContext:
         lock: str,
         code: str,
         message: str,
+        tolerated: Sequence[dict[str, Any]] = (),
     ) -> WriteGuard:
         """A guard: no other current ``resource_type`` may match ``criteria`` once the
-        write commits (checked by the store in the write transaction, under ``lock``)."""
-        return WriteGuard(self.plan(resource_type, criteria), lock, code, message)
+        write commits (checked by the store in the write transaction, under ``lock``),
+        except the ``tolerated`` resources as the rule read them (matches of the coarser
+        search that the rule judged harmless; if one changes meanwhile, it counts)."""
+        versions = frozenset(
+            (str(item["resourceType"]), str(item["id"]), int(item["meta"]["versionId"]))
+            for item in tolerated
+            if isinstance(item.get("meta"), dict) and "versionId" in item["meta"]
+        )
+        return WriteGuard(self.plan(resource_type, criteria), lock, code, message, versions)
 
     async def search(
         self, resource_type: str, criteria: Sequence[tuple[str, str]]

@@ -58,6 +58,13 @@ class WriteGuard:
     lock: str
     code: str  # the rule's rofecare code, for the answer
     message: str
+    # (type, id, version) of matches the rule read and judged harmless (a plan is coarser
+    # than the rule: an appointment ending exactly when another starts): they do not
+    # count, unless they changed since.
+    tolerated: frozenset[tuple[str, str, int]] = frozenset()
+
+    def counts(self, resource_type: str, resource_id: str, version_id: int) -> bool:
+        return (resource_type, resource_id, version_id) not in self.tolerated
 
 
 class GuardViolated(Exception):

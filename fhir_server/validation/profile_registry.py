@@ -84,7 +84,13 @@ class ProfileRegistry:
         (ProfileError), since the hospital would believe a rule holds that does not."""
         self._checker = ProfileChecker(terminology)
         self._packaged: dict[str, CompiledProfile] = {}
+        self.definitions: list[dict[str, Any]] = []  # every packaged one, to publish
         for definition in packaged:
+            self.definitions.append(definition)
+            if definition.get("kind") != "resource":
+                # Extension definitions (complex-type): their rules are stated where they
+                # are used, in the resource profiles' extension slices.
+                continue
             profile = compile_profile(definition, compile_fhirpath)
             if profile.url in self._packaged:
                 raise ProfileError(f"Two packaged profiles share the url {profile.url}")

@@ -55,12 +55,10 @@ class UniqueMedicalRecordNumber:
                 ("identifier", token(system, value)),
                 ("identifier:of-type", f"{token(IDENTIFIER_TYPE, 'MR')}|{escape(value)}"),
             ]
+            found = await context.search("Patient", criteria)
             holders = [
                 other
-                for other in [
-                    *await context.search("Patient", criteria),
-                    *context.staged("Patient"),
-                ]
+                for other in [*found, *context.staged("Patient")]
                 if other.get("id") != change.resource_id
                 and (system, value) in {(s, v) for _, s, v in medical_record_numbers(other)}
             ]
@@ -80,6 +78,7 @@ class UniqueMedicalRecordNumber:
                     lock=f"patient-mrn:{system}|{value}",
                     code=self.code,
                     message=message,
+                    tolerated=found,  # the number in another identifier of theirs
                 )
             )
 

@@ -255,3 +255,17 @@ async def test_of_simultaneous_guarded_writers_exactly_one_wins(store: ResourceS
     )
     assert sum(outcome is None for outcome in outcomes) == 1
     assert all(isinstance(o, GuardViolated) for o in outcomes if o is not None)
+
+
+async def test_a_guard_tolerates_the_matches_its_rule_judged_harmless_until_they_change(
+    store: ResourceStore,
+) -> None:
+    await store.write([guarded("a", 1, "301")])
+    harmless = replace(guarded("b", 1, "301"), guards=())
+    guard = guarded("b", 1, "301").guards[0]
+    tolerant = replace(guard, tolerated=frozenset({("Patient", "a", 1)}))
+    await store.write([replace(harmless, guards=(tolerant,))])
+    changed = replace(guarded("a", 2, "301"), guards=())
+    await store.write([changed])  # "a" changed: what was judged of it no longer holds
+    with pytest.raises(GuardViolated):
+        await store.write([replace(record("c", 1), guards=(tolerant,))])

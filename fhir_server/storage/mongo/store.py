@@ -290,9 +290,12 @@ class MongoStore:
         )
         search = MongoSearch(self._current, session=session)
         condition = await search.condition(replace(guard.plan, count=1, total="none"))
-        cursor = self._current.find(condition, {"_id": 1}, limit=len(written) + 1, session=session)
+        limit = len(written) + len(guard.tolerated) + 1
+        cursor = self._current.find(condition, {"_id": 1, "v": 1}, limit=limit, session=session)
         async for document in cursor:
-            if document["_id"] not in written:
+            key = document["_id"]
+            resource_type, _, resource_id = key.partition("/")
+            if key not in written and guard.counts(resource_type, resource_id, int(document["v"])):
                 raise GuardViolated(guard, record.resource_type, record.resource_id)
 
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:

@@ -448,9 +448,11 @@ class SqliteStore:
                 if search.run(plan).matches:
                     return ConditionMatched(record.resource_type, record.resource_id)
             for guard in record.guards:
-                plan = replace(guard.plan, count=len(written) + 1, total="none")
+                limit = len(written) + len(guard.tolerated) + 1
+                plan = replace(guard.plan, count=limit, total="none")
                 if any(
                     (match.resource_type, match.resource_id) not in written
+                    and guard.counts(match.resource_type, match.resource_id, match.version_id)
                     for match in search.run(plan).matches
                 ):
                     return GuardViolated(guard, record.resource_type, record.resource_id)

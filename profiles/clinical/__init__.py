@@ -1,0 +1,1 @@
+"""Clinical context: profiles, code systems and rules."""

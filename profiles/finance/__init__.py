@@ -1,0 +1,1 @@
+"""Finance context: profiles, code systems and rules."""

@@ -1,0 +1,1 @@
+"""Identity context: profiles, code systems and rules."""

@@ -1,0 +1,1 @@
+"""Interop context: profiles, code systems and rules."""

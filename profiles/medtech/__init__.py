@@ -1,0 +1,1 @@
+"""Medtech context: profiles, code systems and rules."""

@@ -1,0 +1,1 @@
+"""Pharmacy context: profiles, code systems and rules."""

@@ -1,0 +1,1 @@
+"""Platform context: profiles, code systems and rules."""
