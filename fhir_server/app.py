@@ -24,6 +24,7 @@ from fhir_server.auth.identity import IdentityStore
 from fhir_server.config import Settings
 from fhir_server.definitions import Definitions, load_definitions
 from fhir_server.definitions.registry import profile_resources
+from fhir_server.definitions.terminology import Terminology
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.search.registry import load_search_parameters
 from fhir_server.services.audit_trail import AuditTrail
@@ -41,7 +42,6 @@ from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.validation.profile_registry import ProfileRegistry
 from fhir_server.validation.profiles import ProfileValidation
 from fhir_server.validation.structure import StructureValidator
-from fhir_server.validation.terminology import Terminology
 
 OPERATION_PLUGINS = ("operations",)
 """Packages whose ``register(registry)`` adds $operations (imported by name, never statically)."""
@@ -97,6 +97,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
     definitions = load_definitions()
     validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
     store = store or build_store(settings)
+    terminology = load_terminology()
     search_index = SearchIndex(
         load_search_parameters(),
         definitions.is_resource_type,
@@ -104,6 +105,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         max_count=settings.max_page_size,
         enabled=settings.search_indexing,
         total_limit=settings.search_total_limit,
+        terminology=terminology,
     )
     audit = AuditTrail(store, search_index)
     conformance = [
@@ -114,7 +116,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
     profiles = ProfileValidation(
         ProfileRegistry(
             [item for item in conformance if item["resourceType"] == "StructureDefinition"],
-            load_terminology(),
+            terminology,
         ),
         settings.profile_validation,
     )
@@ -173,7 +175,7 @@ def build_app(
         await store.open()
         await identity.store.open()
         await service.reload_search_parameters()
-        if service.profiles is not None:
+        if service.profiles is not None and service.profiles.mode != "off":
             await publish_conformance(service, core.conformance)
         await asyncio.to_thread(validator.warm_up)
         await identity.keys.refresh()

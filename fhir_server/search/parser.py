@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_server.definitions.terminology import Terminology
 from fhir_server.errors import BadRequest, Issue
 from fhir_server.model.ids import is_valid_id
 from fhir_server.search.indexer import words
@@ -35,6 +36,8 @@ from fhir_server.search.plan import (
     TotalMode,
 )
 from fhir_server.search.registry import SearchParameter, SearchParameterRegistry
+from fhir_server.search.terminology_modifiers import MODIFIERS as TERMINOLOGY_MODIFIERS
+from fhir_server.search.terminology_modifiers import terminology_predicates
 from fhir_server.search.tokens import split_escaped, unescape
 from fhir_server.search.values_parser import (
     MAX_VALUE_LENGTH,
@@ -70,7 +73,7 @@ RESULT_PARAMETERS = frozenset(
 )
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"text", "not", "of-type", "missing"},
+    "token": {"text", "not", "of-type", "missing", "in", "not-in", "below", "above"},
     "date": {"missing"},
     "number": {"missing"},
     "quantity": {"missing"},
@@ -103,8 +106,10 @@ class SearchParser:
         default_count: int = 50,
         max_count: int = 1000,
         total_limit: int = 1000,
+        terminology: Terminology | None = None,
     ) -> None:
         self._registry = registry
+        self._terminology = terminology
         self._is_type = is_type
         self._default_count = default_count
         self._max_count = max_count
@@ -217,6 +222,9 @@ class SearchParser:
             raise Unsupported("this composite parameter cannot be evaluated")
         if kind == "special":
             raise Unsupported(f"{code} is a special parameter this server does not support")
+        if kind == "token" and modifier in TERMINOLOGY_MODIFIERS:
+            values = split_escaped(value, ",")
+            return terminology_predicates(name, code, modifier, values, self._terminology)
         alternatives: list[Predicate] = []
         for item in split_escaped(value, ","):
             alternatives.extend(self._value(name, parameter, modifier, item, base_url))

@@ -6,7 +6,8 @@ other conformance resource, so a client reads, searches (``?url=``, ``?type=``) 
 written under its own id when the store lacks it or holds another content; an unchanged
 one is left alone, so restarts and the workers of one deployment add no versions.
 The packaged definitions stay the ones in force (the registry compiled them from the
-package), so a stored copy is what the server enforces, for reading.
+package), so a stored copy is what the server enforces, for reading; with profile
+validation off none is in force, and none is published.
 """
 
 from __future__ import annotations
@@ -18,12 +19,26 @@ import orjson
 
 from fhir_server.services.content import without_server_meta
 from fhir_server.services.resources import ResourceService
+from fhir_server.services.staging import end_stage, start_stage
 
 log = logging.getLogger("rofecare.profiles")
 
 
 async def publish_conformance(service: ResourceService, definitions: list[dict[str, Any]]) -> int:
-    """Write every packaged resource that the store lacks or holds differently; how many."""
+    """Write every packaged resource that the store lacks or holds differently, in one
+    transaction (one AuditEvent, and a crash publishes all or nothing); how many."""
+    stage, token = start_stage()
+    try:
+        written = await _stage_changes(service, definitions)
+        await service.commit_stage(stage)
+    finally:
+        end_stage(token)
+    if written:
+        log.info("published %d packaged conformance resource(s)", written)
+    return written
+
+
+async def _stage_changes(service: ResourceService, definitions: list[dict[str, Any]]) -> int:
     written = 0
     for definition in definitions:
         resource_type = str(definition["resourceType"])
@@ -35,8 +50,6 @@ async def publish_conformance(service: ResourceService, definitions: list[dict[s
                 continue
         await service.update(resource_type, resource_id, {**definition, "id": resource_id})
         written += 1
-    if written:
-        log.info("published %d packaged conformance resource(s)", written)
     return written
 
 

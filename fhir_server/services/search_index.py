@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.definitions.terminology import Terminology
 from fhir_server.errors import InvalidResource
 from fhir_server.search.indexer import Indexer, full_text
 from fhir_server.search.parser import SearchParser
@@ -30,8 +31,10 @@ class SearchIndex:
         max_count: int,
         enabled: bool = True,
         total_limit: int = 1000,
+        terminology: Terminology | None = None,
     ) -> None:
         self._base = base
+        self._terminology = terminology
         self._is_type = is_type
         self._default_count = default_count
         self._max_count = max_count
@@ -48,6 +51,7 @@ class SearchIndex:
             default_count=self._default_count,
             max_count=self._max_count,
             total_limit=self._total_limit,
+            terminology=self._terminology,
         )
 
     def entries(self, resource: dict[str, Any]) -> tuple[tuple[IndexEntry, ...], FullText | None]:

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from fhir_server.definitions.registry import load_element_types
+from fhir_server.definitions.terminology import Terminology
 from fhir_server.errors import Issue
 from fhir_server.validation.profile_compiler import CompiledProfile, Constraint, ElementRule
-from fhir_server.validation.terminology import Terminology
 
 PROFILE_FAULT = "rofecare-1801"
 CONSTRAINT_FAULT = "rofecare-1802"

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from fhir_server.definitions.terminology import Terminology
 from fhir_server.errors import Issue
 from fhir_server.validation.profile_checker import ProfileChecker
 from fhir_server.validation.profile_compiler import (
@@ -29,7 +30,6 @@ from fhir_server.validation.profile_compiler import (
     ProfileError,
     compile_profile,
 )
-from fhir_server.validation.terminology import Terminology
 
 log = logging.getLogger("rofecare.profiles")
 
