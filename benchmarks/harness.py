@@ -178,12 +178,26 @@ class Load:
 
 
 def measure(
-    server: Server, scenario: Scenario, load: Load, work: Path, label: str | None = None
+    server: Server,
+    scenario: Scenario,
+    load: Load,
+    work: Path,
+    label: str | None = None,
+    warmup: Scenario | None = None,
 ) -> report.Result:
-    """Check one request of the scenario, warm up, then run and parse wrk."""
+    """Check one request of the scenario, warm up, then run and parse wrk.
+
+    ``warmup``: other requests for the check and the warm-up, when the scenario's must
+    each be sent once (creates that a uniqueness rule would refuse the second time)."""
     file = work / f"{scenario.name}.requests"
     file.write_text("\n".join(scenario.lines) + "\n")
-    method, path, *body = scenario.lines[0].split("\t")
+    warm_file = file
+    first = scenario.lines[0]
+    if warmup is not None:
+        first = warmup.lines[0]
+        warm_file = work / f"{scenario.name}.warmup.requests"
+        warm_file.write_text("\n".join(warmup.lines[1:]) + "\n")
+    method, path, *body = first.split("\t")
     try:
         status, answer = request(
             server.port,
@@ -201,7 +215,7 @@ def measure(
             f" {answer[:300]!r}"
         )
     if load.warmup:
-        wrk(server.port, file, load, load.warmup)
+        wrk(server.port, warm_file, load, load.warmup)
     before, started = cpu_snapshot(server), time.monotonic()
     raw = wrk(server.port, file, load, load.duration)
     wall = time.monotonic() - started

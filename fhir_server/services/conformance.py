@@ -48,7 +48,9 @@ async def _stage_changes(service: ResourceService, definitions: list[dict[str, A
             stored = without_server_meta(orjson.loads(current.body))
             if _same(stored, definition):
                 continue
-        await service.update(resource_type, resource_id, {**definition, "id": resource_id})
+        await service.update(
+            resource_type, resource_id, {**definition, "id": resource_id}, by_server=True
+        )
         written += 1
     return written
 

@@ -300,6 +300,26 @@ class ResourceService:
             return issues
         return self.profiles.issues(resource, profiles)
 
+    async def rule_issues(
+        self, resource_type: str, resource_id: str | None, resource: Any, mode: str | None
+    ) -> list[Issue]:
+        """What the hospital's rules would say of this create, update or delete (for
+        ``$validate``): they run as for a write, and nothing is written."""
+        current = None
+        if mode in ("update", "delete") and resource_id is not None:
+            current = await self.current(resource_type, resource_id)
+        method: Method = "DELETE" if mode == "delete" else "PUT" if current else "POST"
+        content = None
+        if mode != "delete" and isinstance(resource, dict):
+            content = {**resource, "id": resource_id or resource.get("id") or ""}
+        if mode == "delete" and (current is None or current.deleted):
+            return []
+        try:
+            await self._judge(resource_type, resource_id or "", content, current, method)
+        except FhirError as refusal:
+            return refusal.issues
+        return []
+
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
@@ -367,8 +387,12 @@ class ResourceService:
         resource: Any,
         *,
         if_match: int | None = None,
+        by_server: bool = False,
     ) -> WriteResult:
-        """PUT to an id: a new version, or update-as-create for an unknown id (http.html#update)."""
+        """PUT to an id: a new version, or update-as-create for an unknown id (http.html#update).
+
+        ``by_server``: the server's own write (its packaged conformance resources), which
+        chooses its ids whether or not clients may."""
         self.check_type(resource_type)
         _check_id(resource_id)
         if isinstance(resource, dict):
@@ -391,7 +415,7 @@ class ResourceService:
             policy.require(resource_type, "update" if exists else "create")
             if current is not None:
                 self._check_change(current, "update")
-            if current is None and not self._allow_client_ids:
+            if current is None and not self._allow_client_ids and not by_server:
                 raise MethodNotAllowed(
                     "This server assigns ids; create with POST", rofecare_code="rofecare-1204"
                 )

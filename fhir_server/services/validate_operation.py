@@ -1,6 +1,7 @@
 """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html).
 
-Runs exactly the checks a create, update or delete would run, and writes nothing.
+Runs exactly the checks a create, update or delete would run (structure, profiles, then
+the hospital's rules, against the data as it is now), and writes nothing.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ async def run_validate(
                     (f"{resource_type}.id",),
                 )
             )
+    if not any(issue.severity in ("error", "fatal") for issue in issues):
+        issues += await service.rule_issues(resource_type, resource_id, resource, mode)
     if not issues:
         return information("The resource is valid", "rofecare-1700")
     return operation_outcome(issues)

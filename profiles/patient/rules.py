@@ -46,6 +46,7 @@ class UniqueMedicalRecordNumber:
     code: str = "rofecare-1901"
     title: str = "A medical record number (MR identifier) belongs to one patient per system"
     resource_types: frozenset[str] = frozenset({"Patient"})
+    guarded: bool = True  # the store checks it again in the write transaction
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
         if change.resource is None:
@@ -94,6 +95,7 @@ class OneActiveAdmission:
     code: str = "rofecare-1902"
     title: str = "A patient has at most one active inpatient admission"
     resource_types: frozenset[str] = frozenset({"Encounter"})
+    guarded: bool = True  # the store checks it again in the write transaction
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
         encounter = change.resource

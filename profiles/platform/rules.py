@@ -52,6 +52,7 @@ class NoOverlappingAppointments:
     code: str = "rofecare-1911"
     title: str = "Appointments never overlap on the same practitioner, room or device"
     resource_types: frozenset[str] = frozenset({"Appointment"})
+    guarded: bool = True  # the store checks it again in the write transaction
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
         appointment = change.resource

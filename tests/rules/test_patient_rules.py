@@ -204,3 +204,16 @@ async def test_of_two_simultaneous_admissions_exactly_one_wins(core: Core) -> No
     assert [type(o).__name__ for o in outcomes].count("Conflict") == 1
     assert not isinstance(outcomes[2], Exception)
     assert MR  # the fixtures' MR coding is what makes the numbers above medical records
+
+
+def test_validate_runs_the_rules_and_writes_nothing(enforced: TestClient) -> None:
+    create(enforced, hospital_patient("MRN-V"))
+    answer = enforced.post(
+        "/fhir/Patient/$validate", json=hospital_patient("MRN-V"), headers=FHIR_JSON
+    )
+    assert answer.status_code == 200 and "rofecare-1901" in keys(answer.json())
+    fine = enforced.post(
+        "/fhir/Patient/$validate", json=hospital_patient("MRN-V2"), headers=FHIR_JSON
+    )
+    assert fine.json()["issue"][0]["severity"] == "information"
+    assert enforced.get("/fhir/Patient").json()["total"] == 1

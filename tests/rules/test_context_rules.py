@@ -1,0 +1,328 @@
+"""Clinical, medical technology, finance and platform rules: each allowed and refused,
+through REST and a transaction, and the guarded one under simultaneous bookings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from fhir_server.app import Core
+from tests.rules.conftest import (
+    FHIR_JSON,
+    create,
+    encounter,
+    hospital_patient,
+    keys,
+    practitioner,
+    transaction,
+)
+from tests.rules.resources import (
+    appointment,
+    charge_item,
+    device,
+    document,
+    glucose,
+    imaging_order,
+    invoice,
+    prescription,
+    report,
+    role,
+    signature,
+)
+from tests.rules.test_patient_rules import core  # noqa: F401 (the fixture)
+
+
+def setting(client: TestClient) -> tuple[str, str]:
+    """A registered patient and a practitioner."""
+    patient = create(client, hospital_patient("MRN-CTX"))
+    doctor = create(client, practitioner())
+    return patient["id"], doctor["id"]
+
+
+def refused(answer: Any, status: int, code: str) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    outcome: dict[str, Any] = answer.json()
+    assert code in keys(outcome), outcome
+    return outcome
+
+
+def post(client: TestClient, resource: dict[str, Any]) -> Any:
+    return client.post(f"/fhir/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
+
+
+def test_a_prescription_belongs_to_a_consultation_in_progress_or_finished(
+    enforced: TestClient,
+) -> None:
+    patient, doctor = setting(enforced)
+    visit = create(enforced, encounter(patient, doctor, "AMB", "in-progress"))
+    kept = create(enforced, prescription(patient, visit["id"], doctor))
+    planned = create(enforced, encounter(patient, doctor, "AMB", "planned"))
+    outcome = refused(
+        post(enforced, prescription(patient, planned["id"], doctor)), 422, "rofecare-1904"
+    )
+    assert outcome["issue"][0]["expression"] == ["MedicationRequest.encounter"]
+    refused(post(enforced, prescription(patient, "gone", doctor)), 422, "rofecare-1904")
+    other = create(enforced, hospital_patient("MRN-CTX-2"))
+    refused(post(enforced, prescription(other["id"], visit["id"], doctor)), 422, "rofecare-1904")
+    # Once the visit is closed and even cancelled, the prescription can still be stopped.
+    enforced.put(
+        f"/fhir/Encounter/{visit['id']}", json={**visit, "status": "cancelled"}, headers=FHIR_JSON
+    )
+    stopped = enforced.put(
+        f"/fhir/MedicationRequest/{kept['id']}",
+        json={**kept, "status": "stopped"},
+        headers=FHIR_JSON,
+    )
+    assert stopped.status_code == 200, stopped.text
+    # In a transaction, the consultation may be created by the same bundle.
+    bundle = transaction(
+        ("urn:uuid:visit", encounter(patient, doctor, "AMB", "in-progress")),
+        (
+            "urn:uuid:rx",
+            {**prescription(patient, None, doctor), "encounter": {"reference": "urn:uuid:visit"}},
+        ),
+    )
+    assert enforced.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 200
+
+
+def test_a_lab_result_is_final_only_once_a_biologist_validated_it(enforced: TestClient) -> None:
+    patient, doctor = setting(enforced)
+    biologist = create(enforced, practitioner(name=[{"family": "Sow"}]))["id"]
+    create(enforced, role(biologist, "biologist"))
+    retired = create(enforced, practitioner(name=[{"family": "Fall"}]))["id"]
+    create(enforced, role(retired, "biologist", active=False))
+    create(enforced, role(doctor, "physician"))
+    draft = create(enforced, glucose(patient, 5.0, performer=f"Practitioner/{doctor}"))
+    final = {**draft, "status": "final"}
+    answer = enforced.put(f"/fhir/Observation/{draft['id']}", json=final, headers=FHIR_JSON)
+    outcome = refused(answer, 422, "rofecare-1906")
+    assert outcome["issue"][0]["expression"] == ["Observation.performer"]
+    retired_final = {**final, "performer": [{"reference": f"Practitioner/{retired}"}]}
+    answer = enforced.put(f"/fhir/Observation/{draft['id']}", json=retired_final, headers=FHIR_JSON)
+    refused(answer, 422, "rofecare-1906")
+    validated = {**final, "performer": [{"reference": f"Practitioner/{biologist}"}]}
+    answer = enforced.put(f"/fhir/Observation/{draft['id']}", json=validated, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    by_role = create(enforced, role(biologist, "biologist"))
+    create(
+        enforced,
+        glucose(patient, 5.0, status="final", performer=f"PractitionerRole/{by_role['id']}"),
+    )
+    # Reports: the results interpreter validates them.
+    refused(
+        post(enforced, report(patient, status="final", interpreter=f"Practitioner/{doctor}")),
+        422,
+        "rofecare-1906",
+    )
+    create(enforced, report(patient, status="final", interpreter=f"Practitioner/{biologist}"))
+    create(enforced, report(patient, status="preliminary"))
+    # Through a transaction, too (a final result without any performer is refused by its
+    # profile, rof-lr-1, before this rule).
+    bundle = transaction(
+        ("urn:uuid:r", glucose(patient, 5.0, status="final", performer=f"Practitioner/{doctor}"))
+    )
+    refused(enforced.post("/fhir", json=bundle, headers=FHIR_JSON), 422, "rofecare-1906")
+
+
+def flags_of(client: TestClient, patient: str) -> list[dict[str, Any]]:
+    found = client.get("/fhir/Flag", params={"subject": f"Patient/{patient}"}).json()
+    return [entry["resource"] for entry in found.get("entry", [])]
+
+
+def interpretation(resource: dict[str, Any]) -> list[str]:
+    return [
+        coding["code"]
+        for concept in resource.get("interpretation", [])
+        for coding in concept.get("coding", [])
+    ]
+
+
+def test_an_out_of_range_result_is_interpreted_and_flagged(enforced: TestClient) -> None:
+    patient, _ = setting(enforced)
+    normal = create(enforced, glucose(patient, 5.0))
+    assert interpretation(normal) == ["N"] and flags_of(enforced, patient) == []
+    high = create(enforced, glucose(patient, 7.2))
+    assert interpretation(high) == ["H"]
+    [flag] = flags_of(enforced, patient)
+    assert flag["status"] == "active" and "(H)" in flag["code"]["text"]
+    assert flag["extension"][0]["valueReference"]["reference"] == f"Observation/{high['id']}"
+    # Units are compared in canonical UCUM: 120 mg/dL of glucose... is not mmol/L-comparable,
+    # but 7200 umol/L is 7.2 mmol/L.
+    micro = create(enforced, glucose(patient, 3000, unit="umol/L"))
+    assert interpretation(micro) == ["L"]
+    critical = {
+        "low": {"value": 2.2, "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        "high": {"value": 25, "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        "type": {
+            "coding": [
+                {
+                    "system": "http://rofecare.com/fhir/CodeSystem/reference-range-type",
+                    "code": "critical",
+                }
+            ]
+        },
+    }
+    ranges = [*glucose(patient, 0)["referenceRange"], critical]
+    panic = create(enforced, glucose(patient, 30, ranges=ranges))
+    assert interpretation(panic) == ["HH"]
+    # A laboratory's own codings are kept beside the server's; a corrected value back in
+    # range closes the flag of its result.
+    corrected = {
+        **high,
+        "valueQuantity": {**high["valueQuantity"], "value": 5.1},
+        "interpretation": [*high["interpretation"], {"text": "lipemic sample"}],
+    }
+    answer = enforced.put(f"/fhir/Observation/{high['id']}", json=corrected, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    assert interpretation(answer.json()) == ["N"]
+    assert {"text": "lipemic sample"} in answer.json()["interpretation"]
+    statuses = sorted(flag["status"] for flag in flags_of(enforced, patient))
+    assert statuses == ["active", "active", "inactive"]  # the low, the critical, the corrected
+    # A range for another population, or no range: no interpretation is invented.
+    aged = [{**glucose(patient, 0)["referenceRange"][0], "age": {"low": {"value": 65}}}]
+    assert interpretation(create(enforced, glucose(patient, 9, ranges=aged))) == []
+
+
+def test_the_flag_is_written_in_the_result_s_transaction(enforced: TestClient) -> None:
+    patient, _ = setting(enforced)
+    bundle = transaction(("urn:uuid:g", glucose(patient, 9.9)))
+    answer = enforced.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    [flag] = flags_of(enforced, patient)
+    location = answer.json()["entry"][0]["response"]["location"]
+    assert flag["extension"][0]["valueReference"]["reference"] == "/".join(location.split("/")[:2])
+
+
+def test_a_device_under_maintenance_is_not_used_by_a_new_exam(enforced: TestClient) -> None:
+    patient, doctor = setting(enforced)
+    broken = create(enforced, device(maintenance=True))["id"]
+    working = create(enforced, device(maintenance=False))["id"]
+    order = create(enforced, imaging_order(patient, doctor, working))
+    refused(post(enforced, imaging_order(patient, doctor, broken)), 422, "rofecare-1908")
+    # An exam under way keeps its device when the device goes to maintenance.
+    machine = enforced.get(f"/fhir/Device/{working}").json()
+    under = {**machine, "statusReason": device(maintenance=True)["statusReason"]}
+    enforced.put(f"/fhir/Device/{working}", json=under, headers=FHIR_JSON)
+    done = enforced.put(
+        f"/fhir/ServiceRequest/{order['id']}",
+        json={**order, "status": "completed"},
+        headers=FHIR_JSON,
+    )
+    assert done.status_code == 200, done.text
+    bundle = transaction(("urn:uuid:o", imaging_order(patient, doctor, working)))
+    refused(enforced.post("/fhir", json=bundle, headers=FHIR_JSON), 422, "rofecare-1908")
+
+
+def test_an_invoice_references_acts_of_its_patient(enforced: TestClient) -> None:
+    patient, doctor = setting(enforced)
+    visit = create(enforced, encounter(patient, doctor, "AMB", "finished"))["id"]
+    act = create(enforced, charge_item(patient, visit))["id"]
+    create(enforced, invoice(patient, f"ChargeItem/{act}"))
+    # A line without an act is refused by the invoice profile first, and by the rule when
+    # profiles only warn.
+    refused(post(enforced, invoice(patient, None)), 422, "type:Invoice.lineItem.chargeItem[x]")
+    outcome = refused(post(enforced, invoice(patient, "ChargeItem/none")), 422, "rofecare-1910")
+    assert outcome["issue"][0]["expression"] == ["Invoice.lineItem[0].chargeItemReference"]
+    other = create(enforced, hospital_patient("MRN-INV"))["id"]
+    refused(post(enforced, invoice(other, f"ChargeItem/{act}")), 422, "rofecare-1910")
+    bundle = transaction(
+        ("urn:uuid:act", charge_item(patient, visit)),
+        ("urn:uuid:inv", invoice(patient, "urn:uuid:act")),
+    )
+    assert enforced.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 200
+
+
+def test_appointments_never_overlap_on_a_practitioner_room_or_device(
+    enforced: TestClient,
+) -> None:
+    patient, doctor = setting(enforced)
+    room = create(enforced, {"resourceType": "Location", "name": "Consultation room 3"})["id"]
+    doc, pat = f"Practitioner/{doctor}", f"Patient/{patient}"
+    first = create(enforced, appointment("2026-12-10T09:00:00Z", "2026-12-10T09:30:00Z", doc, pat))
+    overlap = appointment("2026-12-10T09:15:00Z", "2026-12-10T09:45:00Z", doc)
+    outcome = refused(post(enforced, overlap), 409, "rofecare-1911")
+    assert first["id"] in outcome["issue"][0]["diagnostics"]
+    # Back to back is not an overlap; another practitioner, or a cancelled one, is free.
+    create(enforced, appointment("2026-12-10T09:30:00Z", "2026-12-10T10:00:00Z", doc))
+    create(
+        enforced, appointment("2026-12-10T09:00:00Z", "2026-12-10T09:30:00Z", f"Location/{room}")
+    )
+    refused(
+        post(
+            enforced,
+            appointment(
+                "2026-12-10T09:10:00+01:00", "2026-12-10T10:20:00+01:00", f"Location/{room}"
+            ),
+        ),
+        409,
+        "rofecare-1911",
+    )
+    cancelled = enforced.put(
+        f"/fhir/Appointment/{first['id']}", json={**first, "status": "cancelled"}, headers=FHIR_JSON
+    )
+    assert cancelled.status_code == 200
+    create(enforced, appointment("2026-12-10T09:00:00Z", "2026-12-10T09:30:00Z", doc))
+    both = transaction(
+        ("urn:uuid:a", appointment("2026-12-11T09:00:00Z", "2026-12-11T10:00:00Z", doc)),
+        ("urn:uuid:b", appointment("2026-12-11T09:30:00Z", "2026-12-11T10:30:00Z", doc)),
+    )
+    refused(enforced.post("/fhir", json=both, headers=FHIR_JSON), 409, "rofecare-1911")
+
+
+async def test_of_simultaneous_bookings_of_one_practitioner_exactly_one_wins(
+    core: Core,  # noqa: F811
+) -> None:
+    doctor = await core.service.create("Practitioner", practitioner())
+    actor = f"Practitioner/{doctor.version.resource_id}"
+    slots = [
+        appointment("2026-12-12T09:00:00Z", "2026-12-12T09:30:00Z", actor),
+        appointment("2026-12-12T09:20:00Z", "2026-12-12T09:50:00Z", actor),
+        appointment("2026-12-12T08:45:00Z", "2026-12-12T09:05:00Z", actor),
+    ]
+    outcomes = await asyncio.gather(
+        *(core.service.create("Appointment", slot) for slot in slots), return_exceptions=True
+    )
+    assert [type(o).__name__ for o in outcomes].count("Conflict") == 2
+
+
+def test_a_signed_document_can_no_longer_change(enforced: TestClient) -> None:
+    patient, doctor = setting(enforced)
+    draft = create(enforced, document(patient))
+    amended = enforced.put(
+        f"/fhir/DocumentReference/{draft['id']}",
+        json={**draft, "description": "Discharge summary, amended"},
+        headers=FHIR_JSON,
+    )
+    assert amended.status_code == 200
+    sign = create(enforced, signature(f"DocumentReference/{draft['id']}", f"Practitioner/{doctor}"))
+    signed = amended.json()
+    answer = enforced.put(
+        f"/fhir/DocumentReference/{draft['id']}",
+        json={**signed, "description": "changed after signature"},
+        headers=FHIR_JSON,
+    )
+    refused(answer, 409, "rofecare-1912")
+    refused(enforced.delete(f"/fhir/DocumentReference/{draft['id']}"), 409, "rofecare-1912")
+    refused(enforced.delete(f"/fhir/Provenance/{sign['id']}"), 409, "rofecare-1912")
+    unsigned = {**sign, "signature": []}
+    unsigned.pop("signature")
+    refused(
+        enforced.put(f"/fhir/Provenance/{sign['id']}", json=unsigned, headers=FHIR_JSON),
+        409,
+        "rofecare-1912",
+    )
+    assert enforced.get(f"/fhir/DocumentReference/{draft['id']}").json()["meta"]["versionId"] == "2"
+
+
+def test_validate_mode_delete_tells_a_signed_document_stays(enforced: TestClient) -> None:
+    patient, doctor = setting(enforced)
+    draft = create(enforced, document(patient))
+    target = f"/fhir/DocumentReference/{draft['id']}/$validate?mode=delete"
+    assert enforced.post(target, json={}, headers=FHIR_JSON).json()["issue"][0]["severity"] == (
+        "information"
+    )
+    create(enforced, signature(f"DocumentReference/{draft['id']}", f"Practitioner/{doctor}"))
+    answer = enforced.post(target, json={}, headers=FHIR_JSON)
+    assert "rofecare-1912" in keys(answer.json())

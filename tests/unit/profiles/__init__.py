@@ -1,0 +1,1 @@
+"""Rofecare profiles, their examples and their documentation."""
