@@ -72,6 +72,9 @@ ENVIRONMENT = {
     "ROFECARE_STORE": "sqlite",
     "ROFECARE_SQLITE_SYNCHRONOUS": "FULL",
     "ROFECARE_SEARCH_INDEXING": "true",
+    # Synthea is US synthetic data (SNOMED diagnoses, results without a performer): it is
+    # not the hospital's, and the Rofecare profiles would refuse much of it.
+    "ROFECARE_PROFILE_VALIDATION": "off",
 }
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 # The last lines of `rofecare load` (fhir_server/cli.py), on stderr.

@@ -7,9 +7,10 @@ The core loads this package by name at start-up (``OperationRegistry.load``) and
 from __future__ import annotations
 
 from fhir_server.services.operations import OperationRegistry
-from operations import everything
+from operations import everything, terminology
 
 
 def register(registry: OperationRegistry) -> None:
     """Register every operation of this package."""
     everything.register(registry)
+    terminology.register(registry)

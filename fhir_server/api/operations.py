@@ -30,6 +30,7 @@ from fhir_server.services.operations import (
     OperationRegistry,
     OperationServices,
     PageSize,
+    ResourceAnswer,
     Searchset,
 )
 from fhir_server.services.resources import ResourceService
@@ -67,12 +68,12 @@ async def run_operation(request: Request) -> Response:
     )
     result = await operation.handler(OperationServices(service, request.app.state.search), call)
     path = f"/{resource_type}" + (f"/{resource_id}" if resource_id else "")
+    read = [] if isinstance(result, ResourceAnswer) else [*result.matches, *result.included]
     await audit_read(
-        request,
-        "operation",
-        [*result.matches, *result.included],
-        query=f"{path}/${operation.code}?{urlencode(query)}",
+        request, "operation", read, query=f"{path}/${operation.code}?{urlencode(query)}"
     )
+    if isinstance(result, ResourceAnswer):
+        return json_response(result.resource, 200, media, pretty=is_pretty(request))
     kept = [(name, value) for name, value in query if name in KEPT_IN_LINKS]
     bundle = _searchset(request, result, f"{path}/${operation.code}", call.cursor, kept)
     return json_response(bundle, 200, media, pretty=is_pretty(request))

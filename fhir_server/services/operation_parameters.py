@@ -38,8 +38,11 @@ _CODE = re.compile(r"[^\s]+( [^\s]+)*")
 _SPACE_OFFSET = re.compile(r"(T\d{2}:\d{2}:\d{2}(?:\.\d+)?) (\d{2}:\d{2})$")
 _STRING_TYPES = frozenset({"string", "code", "id", "uri", "url", "canonical", "markdown"})
 _INTEGER_TYPES = {"integer": -INT32 - 1, "unsignedInt": 0, "positiveInt": 1}
+_COMPLEX_TYPES = frozenset({"Coding", "CodeableConcept"})
+"""Taken from a Parameters body only (operations.html#request: GET carries primitives), as
+the JSON object, whose content the operation checks."""
 SUPPORTED_TYPES = frozenset(
-    {*_STRING_TYPES, *_INTEGER_TYPES, "boolean", "instant", "date", "dateTime"}
+    {*_STRING_TYPES, *_INTEGER_TYPES, *_COMPLEX_TYPES, "boolean", "instant", "date", "dateTime"}
 )
 
 
@@ -105,10 +108,16 @@ def parse_arguments(
 ) -> Arguments:
     """The arguments given in the URL (``query``) and in a ``Parameters`` body, checked."""
     by_name = {spec.name: spec for spec in specs}
-    given: list[tuple[str, str | None, str]] = []
+    given: list[tuple[str, Any, str]] = []
     for name, value in query:
         if name in RESERVED or (value == "" and name in by_name):
             continue  # search.html: a URL parameter without a value is ignored
+        if name in by_name and by_name[name].type in _COMPLEX_TYPES:
+            raise BadRequest(
+                f"{name} is a {by_name[name].type}: give it in a Parameters body (POST)",
+                expression=name,
+                rofecare_code="rofecare-2502",
+            )
         given.append((name, value, name))
     if body is not None:
         given += _body_values(body, by_name)
@@ -121,6 +130,9 @@ def parse_arguments(
         spec = by_name.get(name)
         if spec is None or text is None:
             _unknown(name, path, strict, ignored)
+            continue
+        if spec.type in _COMPLEX_TYPES:
+            values.setdefault(name, []).append(text)  # the object; it has no URL form
             continue
         values.setdefault(name, []).append(_convert(spec, text, path))
         accepted.append((name, text))
@@ -148,18 +160,17 @@ def _unknown(name: str, path: str, strict: bool, ignored: list[Issue]) -> None:
     )
 
 
-def _body_values(
-    body: Any, by_name: Mapping[str, ParameterSpec]
-) -> list[tuple[str, str | None, str]]:
-    """(name, value as URL text, FHIRPath) of each ``Parameters.parameter`` (value None for a
-    parameter the operation does not declare); 400 for a body that is not a well-formed
-    Parameters resource (https://hl7.org/fhir/R4/parameters.html)."""
+def _body_values(body: Any, by_name: Mapping[str, ParameterSpec]) -> list[tuple[str, Any, str]]:
+    """(name, value as URL text or the object of a complex type, FHIRPath) of each
+    ``Parameters.parameter`` (value None for a parameter the operation does not declare);
+    400 for a body that is not a well-formed Parameters resource
+    (https://hl7.org/fhir/R4/parameters.html)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise _malformed("The body must be a Parameters resource", "Parameters")
     parameters = body.get("parameter", [])
     if not isinstance(parameters, list):
         raise _malformed("Parameters.parameter must be an array", "Parameters.parameter")
-    found: list[tuple[str, str | None, str]] = []
+    found: list[tuple[str, Any, str]] = []
     for index, parameter in enumerate(parameters):
         path = f"Parameters.parameter[{index}]"
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
@@ -178,10 +189,19 @@ def _body_values(
     return found
 
 
-def _json_value(spec: ParameterSpec, key: str, value: Any, path: str) -> str:
+def _json_value(spec: ParameterSpec, key: str, value: Any, path: str) -> Any:
     """The value as the text a URL would carry, after checking its value[x] key and JSON
-    type: ``value<Type>`` as declared, or ``valueString`` holding the URL form."""
+    type: ``value<Type>`` as declared, or ``valueString`` holding the URL form; a complex
+    type's object as it is."""
     typed = "value" + spec.type[0].upper() + spec.type[1:]
+    if spec.type in _COMPLEX_TYPES:
+        if key != typed or not isinstance(value, dict):
+            raise BadRequest(
+                f"{spec.name} takes a {typed} object",
+                expression=path,
+                rofecare_code="rofecare-2502",
+            )
+        return value
     if key == typed and spec.type in _INTEGER_TYPES:
         valid = isinstance(value, int) and not isinstance(value, bool)
     elif key == typed and spec.type == "boolean":

@@ -30,6 +30,7 @@ __all__ = [
     "OperationRegistry",
     "OperationServices",
     "PageSize",
+    "ResourceAnswer",
     "Searchset",
     "StoredVersion",
 ]
@@ -79,7 +80,15 @@ class Searchset:
     issues: list[Issue] = field(default_factory=list)
 
 
-OperationResult = Searchset
+@dataclass(frozen=True)
+class ResourceAnswer:
+    """An answer that is one resource, returned as it is (operations.html#response): the
+    ``Parameters`` of ``$lookup`` or ``$validate-code``, the ``ValueSet`` of ``$expand``."""
+
+    resource: dict[str, Any]
+
+
+OperationResult = Searchset | ResourceAnswer
 Handler = Callable[[OperationServices, OperationCall], Awaitable[OperationResult]]
 
 

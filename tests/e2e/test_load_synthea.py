@@ -8,6 +8,7 @@ and the ``selfcontained/`` bundles, which create the same hospitals again, come 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,7 +24,11 @@ SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea"
 
 def _run(data: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "fhir_server", "load", str(SYNTHEA), "--data-dir", str(data)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    # Synthea is US synthetic data (SNOMED diagnoses, lab results without a performer), not
+    # the hospital's: loaded as a partner's archive, with the Rofecare profiles and rules off
+    # (test_load_under_profiles below shows what enforcement makes of it).
+    environment = {**os.environ, "ROFECARE_PROFILE_VALIDATION": "off"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
 
 
 def _counts(stderr: str) -> dict[str, int]:
@@ -64,3 +69,22 @@ def test_rofecare_load_loads_all_of_synthea_once(tmp_path: Path) -> None:
     assert _counts(second.stderr) == dict(
         created=0, updated=0, unchanged=0, skipped=total, failed=0
     )
+
+
+def test_load_under_profiles_refuses_what_breaks_the_hospital_s_rules(tmp_path: Path) -> None:
+    """The same archive with the profiles enforced (the server's default): the whole
+    transaction of a patient whose diagnoses are not ICD-10 is refused, and the report
+    names the rules it broke."""
+    bundle = sorted((SYNTHEA / "selfcontained").glob("*.json"))[0]
+    command = [sys.executable, "-m", "fhir_server", "load", str(bundle)]
+    command += ["--data-dir", str(tmp_path / "data")]
+    environment = {**os.environ, "ROFECARE_PROFILE_VALIDATION": "enforce"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode != 0
+    counts = _counts(done.stderr)
+    assert counts["created"] == 0 and counts["failed"] > 0
+    report = re.search(r"report: (\S+) \((\d+) failures\)", done.stderr)
+    assert report is not None
+    text = Path(report.group(1)).read_text()
+    assert "rofecare-1801" in text or "rofecare-1802" in text
+    assert "Condition.code.coding:icd10" in text

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 from fhir_server.definitions.registry import load_definitions, profile_resources
+from fhir_server.definitions.terminology import CodeCheck, Terminology
 from fhir_server.validation.profile_checker import BINDING_UNCHECKED
 from fhir_server.validation.profile_registry import ProfileRegistry
 from fhir_server.validation.structure import StructureValidator
-from fhir_server.validation.terminology import CodeCheck, Terminology
 
 PROFILES_DIR = Path(str(resources.files("profiles")))
 REPO = Path(__file__).resolve().parents[3]

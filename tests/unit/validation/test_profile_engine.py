@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from fhir_server.definitions.terminology import CodeCheck
 from fhir_server.validation.profile_compiler import ProfileError
 from fhir_server.validation.profile_registry import ProfileRegistry
-from fhir_server.validation.terminology import CodeCheck
 
 URL = "http://rofecare.com/fhir/StructureDefinition/test-observation"
 

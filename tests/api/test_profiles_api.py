@@ -1,0 +1,166 @@
+"""Profiles through the API: served, enforced on REST and transaction writes in each mode,
+and every packaged example judged through HTTP as the unit tests judge it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import FHIR_JSON, make_client
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+CANONICAL = "http://rofecare.com/fhir/StructureDefinition/"
+EXAMPLES = sorted(PROFILES.glob("*/examples/*.json"))
+INVALID = [path for path in EXAMPLES if ".invalid." in path.name]
+VALID = [path for path in EXAMPLES if path.name.endswith(".valid.json")]
+RULE_CODES = ("rofecare-19",)  # the server rules: examples name resources not stored here
+
+
+def keys(outcome: dict[str, Any]) -> set[str]:
+    return {
+        coding["code"]
+        for issue in outcome.get("issue", [])
+        for coding in issue.get("details", {}).get("coding", [])
+    }
+
+
+def expected_key(path: Path) -> str:
+    return path.name.split(".invalid.", 1)[1].removesuffix(".json").replace("~", ":")
+
+
+@pytest.fixture(scope="module")
+def enforced(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with make_client(tmp_path_factory.mktemp("data"), profile_validation="enforce") as client:
+        yield client
+
+
+def test_the_profiles_are_served_and_searchable(enforced: TestClient) -> None:
+    found = enforced.get("/fhir/StructureDefinition", params={"type": "Encounter"}).json()
+    urls = {entry["resource"]["url"] for entry in found["entry"]}
+    assert f"{CANONICAL}rofecare-encounter" in urls
+    patient = enforced.get(
+        "/fhir/StructureDefinition", params={"url": f"{CANONICAL}rofecare-patient"}
+    ).json()
+    assert patient["total"] == 1
+    listed = enforced.get("/fhir/StructureDefinition", params={"_count": 200}).json()
+    assert len(listed["entry"]) >= 27 + 17  # the profiles and the extension definitions
+    codes = enforced.get(
+        "/fhir/CodeSystem", params={"url": "http://rofecare.com/fhir/CodeSystem/staff-role"}
+    ).json()
+    assert codes["total"] == 1
+
+
+def test_publication_adds_no_version_on_restart_and_works_without_client_ids(
+    tmp_path: Path,
+) -> None:
+    for _ in range(2):
+        with make_client(tmp_path, profile_validation="enforce", allow_client_ids=False) as c:
+            read = c.get("/fhir/StructureDefinition/rofecare-patient")
+            assert read.status_code == 200 and read.json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda path: path.name)
+def test_every_invalid_example_is_refused_with_its_key(enforced: TestClient, path: Path) -> None:
+    resource = json.loads(path.read_text())
+    resource.pop("id", None)
+    answer = enforced.post(f"/fhir/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
+    key = expected_key(path)
+    if answer.status_code == 201:  # the broken rule is a warning (recommendation)
+        validated = enforced.post(
+            f"/fhir/{resource['resourceType']}/$validate", json=resource, headers=FHIR_JSON
+        )
+        assert key in keys(validated.json())
+        return
+    assert answer.status_code == 422, answer.text
+    assert key in keys(answer.json())
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda path: path.name)
+def test_every_valid_example_passes_its_profiles(enforced: TestClient, path: Path) -> None:
+    resource = json.loads(path.read_text())
+    answer = enforced.post(
+        f"/fhir/{resource['resourceType']}/$validate", json=resource, headers=FHIR_JSON
+    )
+    assert answer.status_code == 200
+    faults = [
+        issue
+        for issue in answer.json()["issue"]
+        if issue["severity"] == "error"
+        and not any(code.startswith(RULE_CODES) for code in keys({"issue": [issue]}))
+    ]
+    assert faults == []
+
+
+def test_a_transaction_with_one_faulty_entry_writes_nothing(enforced: TestClient) -> None:
+    bad = json.loads(
+        (PROFILES / "patient/examples/rofecare-patient.invalid.rof-pat-2.json").read_text()
+    )
+    good = json.loads((PROFILES / "patient/examples/rofecare-patient.valid.json").read_text())
+    for resource in (bad, good):
+        resource.pop("id", None)
+    good["identifier"][0]["value"] = "TX-ONLY-1"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": good, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": bad, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
+    answer = enforced.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert answer.status_code == 422 and "rof-pat-2" in keys(answer.json())
+    assert answer.json()["issue"][0]["expression"][0].startswith("Bundle.entry[1]")
+    after = enforced.get("/fhir/Patient", params={"identifier": "TX-ONLY-1"}).json()
+    assert after["total"] == 0
+
+
+def test_warn_accepts_and_logs_keys_only_and_off_skips(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = json.loads(
+        (PROFILES / "patient/examples/rofecare-patient.invalid.rof-pat-2.json").read_text()
+    )
+    bad.pop("id", None)
+    with make_client(tmp_path / "warn", profile_validation="warn") as client:
+        with caplog.at_level(logging.WARNING, logger="rofecare.profiles"):
+            assert client.post("/fhir/Patient", json=bad, headers=FHIR_JSON).status_code == 201
+        logged = " ".join(record.getMessage() for record in caplog.records)
+        assert "rof-pat-2" in logged
+        assert bad["name"][0]["family"] not in logged  # no patient data in the log
+        validated = client.post("/fhir/Patient/$validate", json=bad, headers=FHIR_JSON).json()
+        assert {issue["severity"] for issue in validated["issue"]} == {"warning"}
+    with make_client(tmp_path / "off", profile_validation="off") as client:
+        assert client.post("/fhir/Patient", json=bad, headers=FHIR_JSON).status_code == 201
+        plain = client.post("/fhir/Patient/$validate", json=bad, headers=FHIR_JSON).json()
+        assert plain["issue"][0]["severity"] == "information"
+        asked = client.post(
+            f"/fhir/Patient/$validate?profile={CANONICAL}rofecare-patient",
+            json=bad,
+            headers=FHIR_JSON,
+        ).json()
+        assert "rof-pat-2" in keys(asked)
+
+
+def test_validate_names_an_unknown_profile_and_a_declared_one_is_a_warning(
+    enforced: TestClient,
+) -> None:
+    good = json.loads((PROFILES / "patient/examples/rofecare-patient.valid.json").read_text())
+    good["identifier"][0]["value"] = "DECLARED-1"
+    unknown = enforced.post(
+        "/fhir/Patient/$validate?profile=http://example.org/StructureDefinition/nope",
+        json=good,
+        headers=FHIR_JSON,
+    ).json()
+    assert "rofecare-1701" in keys(unknown)
+    declared = {**good, "meta": {"profile": ["http://example.org/StructureDefinition/nope"]}}
+    answer = enforced.post("/fhir/Patient", json=declared, headers=FHIR_JSON)
+    assert answer.status_code == 201, answer.text
+    wrong = {**good, "meta": {"profile": [f"{CANONICAL}rofecare-encounter"]}}
+    wrong["identifier"] = [{**good["identifier"][0], "value": "DECLARED-2"}]
+    refused = enforced.post("/fhir/Patient", json=wrong, headers=FHIR_JSON)
+    assert refused.status_code == 422 and "rofecare-1806" in keys(refused.json())
