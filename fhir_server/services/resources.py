@@ -109,6 +109,8 @@ class ResourceService:
         self._locks = KeyedLocks()
         self._search_parameters_seen = -1  # the store's latest_change when last loaded
         self._search_parameters_reload = asyncio.Lock()  # one reload at a time, not one each
+        self._profiles_seen = -1  # the store's latest StructureDefinition change when loaded
+        self._profiles_reload = asyncio.Lock()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -265,6 +267,33 @@ class ResourceService:
                 break
         self._search_index.use_stored(definitions)
 
+    async def refresh_profiles(self) -> None:
+        """Put the StructureDefinitions stored on the server in force for the resources
+        that declare them, when one was written since the last look (one index probe, as
+        for SearchParameters; any worker's write is seen by every worker's next write)."""
+        if self.profiles is None:
+            return
+        latest = await self._store.latest_change("StructureDefinition")
+        if latest == self._profiles_seen:
+            return
+        async with self._profiles_reload:
+            latest = await self._store.latest_change("StructureDefinition")
+            if latest == self._profiles_seen:
+                return
+            definitions: list[dict[str, Any]] = []
+            cursor: str | None = None
+            while True:
+                plan = SearchPlan(
+                    ("StructureDefinition",), (), count=500, cursor=cursor, total="none"
+                )
+                page = await self._store.search(plan)
+                definitions.extend(orjson.loads(v.body) for v in page.matches if v.body)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            self.profiles.registry.use_stored(definitions)
+            self._profiles_seen = latest
+
     async def refresh_search_parameters(self) -> None:
         """Follow SearchParameters written by another worker process sharing the store
         (a write in this process reloads at once), before each search and each indexing:
@@ -287,7 +316,8 @@ class ResourceService:
         issues = await self.structure_issues(resource, resource_type)
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
-        if self.profiles is not None:
+        if self.profiles is not None and self.profiles.mode != "off":
+            await self.refresh_profiles()
             self.profiles.enforce(resource)
 
     async def validation_issues(
@@ -298,6 +328,7 @@ class ResourceService:
         issues = await self.structure_issues(resource, resource_type)
         if issues or self.profiles is None:
             return issues
+        await self.refresh_profiles()
         return self.profiles.issues(resource, profiles)
 
     async def rule_issues(

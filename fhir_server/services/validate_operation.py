@@ -37,6 +37,7 @@ async def run_validate(
     issues: list[Issue] = []
     asked: tuple[str, ...] = ()
     if profile is not None and profile != BASE_PROFILE + resource_type:
+        await service.refresh_profiles()
         known = service.profiles.registry.get(profile) if service.profiles else None
         if known is None:
             issues.append(

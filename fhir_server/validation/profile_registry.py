@@ -35,6 +35,7 @@ log = logging.getLogger("rofecare.profiles")
 
 UNKNOWN_PROFILE = "rofecare-1805"
 WRONG_TYPE_PROFILE = "rofecare-1806"
+UNENFORCEABLE_PROFILE = "rofecare-1807"
 ROFECARE_CANONICAL = "http://rofecare.com/fhir/StructureDefinition/"
 
 
@@ -98,13 +99,35 @@ class ProfileRegistry:
         self._governing: dict[str, tuple[CompiledProfile, ...]] = {}
         for profile in self._packaged.values():
             self._governing[profile.type] = (*self._governing.get(profile.type, ()), profile)
+        self._stored: dict[str, CompiledProfile] = {}
+        self._unenforceable: dict[str, str] = {}  # stored profile url -> why not
 
     @property
     def packaged(self) -> list[CompiledProfile]:
         return list(self._packaged.values())
 
     def get(self, url: str) -> CompiledProfile | None:
-        return self._packaged.get(url.split("|", 1)[0])
+        canonical = url.split("|", 1)[0]
+        return self._packaged.get(canonical) or self._stored.get(canonical)
+
+    def use_stored(self, definitions: Iterable[dict[str, Any]]) -> None:
+        """Put in force the profiles stored on this server (a partner's, a project's), for
+        the resources that declare them; the packaged ones keep their url. One this engine
+        cannot enforce is remembered with the reason, which a resource claiming it is told
+        (a warning: its claim is unchecked, not refused)."""
+        stored: dict[str, CompiledProfile] = {}
+        unenforceable: dict[str, str] = {}
+        for definition in definitions:
+            url = definition.get("url")
+            if not isinstance(url, str) or url in self._packaged:
+                continue
+            if definition.get("kind") != "resource" or definition.get("status") == "retired":
+                continue
+            try:
+                stored[url] = compile_profile(definition, compile_fhirpath)
+            except ProfileError as error:
+                unenforceable[url] = str(error)
+        self._stored, self._unenforceable = stored, unenforceable
 
     def governing(self, resource: dict[str, Any]) -> list[CompiledProfile]:
         """The Rofecare profiles that govern ``resource`` whether it claims them or not."""
@@ -155,7 +178,19 @@ class ProfileRegistry:
             if url.split("|", 1)[0] == BASE_PROFILE + resource_type:
                 continue  # the base definition: the structural check covers it
             profile = self.get(url)
-            if profile is None:
+            reason = self._unenforceable.get(url.split("|", 1)[0])
+            if profile is None and reason is not None:
+                issues.append(
+                    Issue(
+                        "warning",
+                        "not-supported",
+                        f"Profile {url} cannot be enforced by this server ({reason}); it "
+                        "was not checked",
+                        UNENFORCEABLE_PROFILE,
+                        (where,),
+                    )
+                )
+            elif profile is None:
                 issues.append(
                     Issue(
                         "warning",

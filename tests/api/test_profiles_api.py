@@ -164,3 +164,65 @@ def test_validate_names_an_unknown_profile_and_a_declared_one_is_a_warning(
     wrong["identifier"] = [{**good["identifier"][0], "value": "DECLARED-2"}]
     refused = enforced.post("/fhir/Patient", json=wrong, headers=FHIR_JSON)
     assert refused.status_code == 422 and "rofecare-1806" in keys(refused.json())
+
+
+def partner_profile(url: str, **element: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "StructureDefinition",
+        "url": url,
+        "name": "PartnerPatient",
+        "status": "active",
+        "kind": "resource",
+        "abstract": False,
+        "type": "Patient",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+        "derivation": "constraint",
+        "differential": {
+            "element": [{"id": "Patient.telecom", "path": "Patient.telecom", **element}]
+        },
+    }
+
+
+def test_a_profile_stored_on_the_server_holds_for_the_resources_declaring_it(
+    enforced: TestClient,
+) -> None:
+    url = "http://partner.example.org/fhir/StructureDefinition/partner-patient"
+    stored = enforced.post(
+        "/fhir/StructureDefinition", json=partner_profile(url, min=1), headers=FHIR_JSON
+    )
+    assert stored.status_code == 201, stored.text
+    good = json.loads((PROFILES / "patient/examples/rofecare-patient.valid.json").read_text())
+    good.pop("id", None)
+    good["identifier"][0]["value"] = "PARTNER-1"
+    good.pop("telecom", None)
+    claiming = {**good, "meta": {"profile": [url]}}
+    refused = enforced.post("/fhir/Patient", json=claiming, headers=FHIR_JSON)
+    assert refused.status_code == 422 and "min:Patient.telecom" in keys(refused.json())
+    assert refused.json()["issue"][0]["expression"] == ["Patient.telecom"]
+    accepted = enforced.post(
+        "/fhir/Patient",
+        json={**claiming, "telecom": [{"system": "phone", "value": "+237 6 99 00 00 00"}]},
+        headers=FHIR_JSON,
+    )
+    assert accepted.status_code == 201, accepted.text
+    validated = enforced.post(
+        f"/fhir/Patient/$validate?profile={url}", json=good, headers=FHIR_JSON
+    )
+    assert "min:Patient.telecom" in keys(validated.json())
+    # One this engine cannot enforce is stored, and a resource declaring it is told so.
+    odd = "http://partner.example.org/fhir/StructureDefinition/odd-patient"
+    unenforceable = partner_profile(
+        odd, slicing={"discriminator": [{"type": "type", "path": "$this"}]}
+    )
+    assert (
+        enforced.post(
+            "/fhir/StructureDefinition", json=unenforceable, headers=FHIR_JSON
+        ).status_code
+        == 201
+    )
+    good["identifier"][0]["value"] = "PARTNER-2"
+    told = enforced.post(
+        "/fhir/Patient/$validate", json={**good, "meta": {"profile": [odd]}}, headers=FHIR_JSON
+    )
+    assert "rofecare-1807" in keys(told.json())
+    assert {issue["severity"] for issue in told.json()["issue"]} == {"warning"}
