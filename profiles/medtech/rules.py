@@ -10,6 +10,10 @@
   against its reference ranges (``interpretation.py``); an abnormal one gets an active
   ``Flag`` on the patient, written in the same transaction (one per result, id derived
   from it, so a corrected result updates its flag, and a result back in range closes it).
+- rofecare-1909: a sample keeps its chain of custody: a new version of a Specimen keeps its
+  collection (who, when), its receipt time and every processing step already recorded, in
+  order (new steps are added after them); the order of the steps within one version is the
+  rofecare-specimen profile's.
 - rofecare-1908: a device under maintenance (its ``statusReason`` coded ``maintenance`` in
   a Rofecare code system) cannot be used by a new exam (a request, observation, report,
   procedure, imaging study or media naming it).
@@ -221,4 +225,49 @@ class NoExamOnDeviceUnderMaintenance:
                 )
 
 
-RULES = (FinalOnlyByBiologist(), AbnormalResultFlagged(), NoExamOnDeviceUnderMaintenance())
+CUSTODY_FIELDS = ("collector", "collectedDateTime", "collectedPeriod")
+
+
+@dataclass(frozen=True)
+class ChainOfCustodyKept:
+    code: str = "rofecare-1909"
+    title: str = (
+        "A sample's chain of custody (collection, receipt, processing steps) is kept by every "
+        "later version"
+    )
+    resource_types: frozenset[str] = frozenset({"Specimen"})
+
+    async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
+        before, after = change.previous, change.resource
+        if before is None:
+            return
+        if after is None:
+            if before.get("receivedTime") or before.get("processing"):
+                self._refuse("A sample the laboratory received cannot be deleted", "Specimen")
+            return
+        was, now = before.get("collection") or {}, after.get("collection") or {}
+        for key in CUSTODY_FIELDS:
+            if key in was and now.get(key) != was[key]:
+                self._refuse(f"Specimen.collection.{key} was recorded: it cannot change", key)
+        if before.get("receivedTime") and after.get("receivedTime") != before["receivedTime"]:
+            self._refuse("Specimen.receivedTime was recorded: it cannot change", "receivedTime")
+        steps, kept = before.get("processing") or [], after.get("processing") or []
+        if kept[: len(steps)] != steps:
+            self._refuse(
+                "The processing steps recorded stay, in their order; new ones come after them",
+                "processing",
+            )
+
+    def _refuse(self, message: str, element: str) -> None:
+        path = element if element.startswith("Specimen") else f"Specimen.{element}"
+        if element in CUSTODY_FIELDS:
+            path = f"Specimen.collection.{element}"
+        raise BusinessRuleViolation(message, rofecare_code=self.code, expression=path)
+
+
+RULES = (
+    FinalOnlyByBiologist(),
+    AbnormalResultFlagged(),
+    NoExamOnDeviceUnderMaintenance(),
+    ChainOfCustodyKept(),
+)

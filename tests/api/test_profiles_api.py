@@ -226,3 +226,28 @@ def test_a_profile_stored_on_the_server_holds_for_the_resources_declaring_it(
     )
     assert "rofecare-1807" in keys(told.json())
     assert {issue["severity"] for issue in told.json()["issue"]} == {"warning"}
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda path: path.name)
+def test_every_invalid_example_is_refused_in_a_transaction(
+    enforced: TestClient, path: Path
+) -> None:
+    resource = json.loads(path.read_text())
+    resource.pop("id", None)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:0c3a6d3e-4b7e-4d55-9a4e-2f1d6b9e8a11",
+                "resource": resource,
+                "request": {"method": "POST", "url": resource["resourceType"]},
+            }
+        ],
+    }
+    answer = enforced.post("/fhir", json=bundle, headers=FHIR_JSON)
+    if answer.status_code == 200:  # a warning-only rule: the write goes through
+        return
+    assert answer.status_code == 422, answer.text
+    assert expected_key(path) in keys(answer.json())
+    assert answer.json()["issue"][0]["expression"][0].startswith("Bundle.entry[0]")

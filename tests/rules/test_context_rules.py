@@ -4,6 +4,8 @@ through REST and a transaction, and the guarded one under simultaneous bookings.
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -278,9 +280,9 @@ async def test_of_simultaneous_bookings_of_one_practitioner_exactly_one_wins(
     actor = f"Practitioner/{doctor.version.resource_id}"
     slots = [
         appointment("2026-12-12T09:00:00Z", "2026-12-12T09:30:00Z", actor),
+        appointment("2026-12-12T09:10:00Z", "2026-12-12T09:40:00Z", actor),
         appointment("2026-12-12T09:20:00Z", "2026-12-12T09:50:00Z", actor),
-        appointment("2026-12-12T08:45:00Z", "2026-12-12T09:05:00Z", actor),
-    ]
+    ]  # each overlaps the two others
     outcomes = await asyncio.gather(
         *(core.service.create("Appointment", slot) for slot in slots), return_exceptions=True
     )
@@ -326,3 +328,42 @@ def test_validate_mode_delete_tells_a_signed_document_stays(enforced: TestClient
     create(enforced, signature(f"DocumentReference/{draft['id']}", f"Practitioner/{doctor}"))
     answer = enforced.post(target, json={}, headers=FHIR_JSON)
     assert "rofecare-1912" in keys(answer.json())
+
+
+def specimen_example() -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[2] / "profiles/medtech/examples"
+    resource: dict[str, Any] = json.loads((path / "rofecare-specimen.valid.json").read_text())
+    return resource
+
+
+def test_a_sample_keeps_its_chain_of_custody(enforced: TestClient) -> None:
+    sample = create(enforced, specimen_example())
+    url = f"/fhir/Specimen/{sample['id']}"
+    step = {"description": "Aliquoted", "timeDateTime": "2026-03-14T10:40:00+01:00"}
+    grown = {**sample, "processing": [*sample["processing"], step]}
+    answer = enforced.put(url, json=grown, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    current = answer.json()
+    changes = {
+        "Specimen.receivedTime": {**current, "receivedTime": "2026-03-14T10:10:00+01:00"},
+        "Specimen.processing": {**current, "processing": current["processing"][1:]},
+        "Specimen.collection.collector": {
+            **current,
+            "collection": {**current["collection"], "collector": {"reference": "Practitioner/x"}},
+        },
+    }
+    for path, changed in changes.items():
+        outcome = refused(enforced.put(url, json=changed, headers=FHIR_JSON), 422, "rofecare-1909")
+        assert outcome["issue"][0]["expression"] == [path]
+    refused(enforced.delete(url), 422, "rofecare-1909")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": changes["Specimen.receivedTime"],
+                "request": {"method": "PUT", "url": f"Specimen/{sample['id']}"},
+            }
+        ],
+    }
+    refused(enforced.post("/fhir", json=bundle, headers=FHIR_JSON), 422, "rofecare-1909")
