@@ -196,11 +196,8 @@ class _Run:
 
     def constraint(self, constraint: Constraint, path: str, node: Any) -> None:
         try:
-            result = (
-                constraint.evaluate(self.resource)
-                if node is None
-                else constraint.evaluate(node, {"resource": self.resource})
-            )
+            context = {"resource": self.resource, "rootResource": self.resource}
+            result = constraint.evaluate(self.resource if node is None else node, context)
         except Exception as error:  # fhirpathpy raises plain Exceptions on type faults
             self.issues.append(
                 Issue(
