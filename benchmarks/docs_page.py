@@ -118,8 +118,9 @@ Not written yet: run with `--profile` and describe what the figures and the prof
 SEARCH_HEADING = "## Search"
 BUNDLES_HEADING = "## Bundles and bulk loading"
 AUTH_HEADING = "## Authentication and audit"
+PROFILES_HEADING = "## Profiles and rules"
 # Sections other benchmarks write (search.py, bundles.py, auth.py), carried over in order.
-KEPT_HEADINGS = (SEARCH_HEADING, BUNDLES_HEADING, AUTH_HEADING)
+KEPT_HEADINGS = (SEARCH_HEADING, BUNDLES_HEADING, AUTH_HEADING, PROFILES_HEADING)
 
 
 def write_docs(path: Path, run: Run) -> None:
@@ -183,8 +184,8 @@ def render(run: Run) -> str:
         "Other options: `--workers` (of `rofecare serve`, 1), `--duration`, `--connections`,",
         "`--threads`, `--patients`, `--warmup`,",
         "`--port`, `--keep` (keep the temporary data directory). The page is rewritten whole",
-        'except the sections `search.py` and `bundles.py` write and the "What limits it"',
-        "section, which is written by hand.",
+        "except the sections `search.py`, `bundles.py`, `auth.py` and `profiles.py` write and the",
+        '"What limits it" section, which is written by hand.',
         "",
         "## What is measured",
         "",
