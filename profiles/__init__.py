@@ -17,8 +17,9 @@ def register_rules(registry: RuleRegistry) -> None:
     from profiles.finance import rules as finance
     from profiles.medtech import rules as medtech
     from profiles.patient import rules as patient
+    from profiles.pharmacy import rules as pharmacy
     from profiles.platform import rules as platform
 
-    for context in (patient, clinical, medtech, finance, platform):
+    for context in (patient, clinical, medtech, pharmacy, finance, platform):
         for rule in context.RULES:
             registry.add(rule)

@@ -225,3 +225,53 @@ def signature(target: str, signer: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def medication(*, expires: str | None = "2027-06-30") -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Medication",
+        "code": {"text": "Amoxicillin 500 mg capsule"},
+        "status": "active",
+    }
+    if expires is not None:
+        resource["batch"] = {"lotNumber": "AMX-2611", "expirationDate": expires}
+    return resource
+
+
+def dispense(patient: str, prescription: str, drug: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationDispense",
+        "status": "completed",
+        "medicationReference": {"reference": f"Medication/{drug}"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "authorizingPrescription": [{"reference": f"MedicationRequest/{prescription}"}],
+        "quantity": {"value": 21, "unit": "capsule"},
+        "whenPrepared": "2026-12-02T10:30:00Z",
+        "whenHandedOver": "2026-12-02T10:42:00Z",
+        **extra,
+    }
+
+
+def payment(invoice_id: str, amount: float, currency: str = "XOF") -> dict[str, Any]:
+    return {
+        "resourceType": "PaymentReconciliation",
+        "status": "active",
+        "created": "2026-12-02T11:20:00Z",
+        "outcome": "complete",
+        "paymentDate": "2026-12-02",
+        "paymentAmount": {"value": amount, "currency": currency},
+        "detail": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/payment-type",
+                            "code": "payment",
+                        }
+                    ]
+                },
+                "request": {"reference": f"Invoice/{invoice_id}"},
+                "amount": {"value": amount, "currency": currency},
+            }
+        ],
+    }

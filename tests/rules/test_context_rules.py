@@ -24,10 +24,13 @@ from tests.rules.resources import (
     appointment,
     charge_item,
     device,
+    dispense,
     document,
     glucose,
     imaging_order,
     invoice,
+    medication,
+    payment,
     prescription,
     report,
     role,
@@ -367,3 +370,88 @@ def test_a_sample_keeps_its_chain_of_custody(enforced: TestClient) -> None:
         ],
     }
     refused(enforced.post("/fhir", json=bundle, headers=FHIR_JSON), 422, "rofecare-1909")
+
+
+def pharmacy_setting(client: TestClient) -> tuple[str, str, str]:
+    patient, doctor = setting(client)
+    visit = create(client, encounter(patient, doctor, "AMB", "in-progress"))["id"]
+    order = create(client, prescription(patient, visit, doctor))["id"]
+    return patient, doctor, order
+
+
+def test_a_dispense_needs_a_valid_unexpired_prescription(enforced: TestClient) -> None:
+    patient, _, order = pharmacy_setting(enforced)
+    drug = create(enforced, medication())["id"]
+    handed = create(enforced, dispense(patient, order, drug))
+    # After the prescription's validity (2027-01-01) it is expired.
+    late = dispense(patient, order, drug, whenHandedOver="2027-01-02T09:00:00Z")
+    outcome = refused(post(enforced, late), 422, "rofecare-1914")
+    assert outcome["issue"][0]["expression"] == ["MedicationDispense.authorizingPrescription[0]"]
+    other = create(enforced, hospital_patient("MRN-PHARM"))["id"]
+    refused(post(enforced, dispense(other, order, drug)), 422, "rofecare-1914")
+    refused(post(enforced, dispense(patient, "missing", drug)), 422, "rofecare-1914")
+    stopped = enforced.get(f"/fhir/MedicationRequest/{order}").json()
+    enforced.put(
+        f"/fhir/MedicationRequest/{order}", json={**stopped, "status": "stopped"}, headers=FHIR_JSON
+    )
+    refused(post(enforced, dispense(patient, order, drug)), 422, "rofecare-1914")
+    # A dispense already made is history: a note can still be added.
+    noted = {**handed, "note": [{"text": "Patient counselled"}]}
+    answer = enforced.put(f"/fhir/MedicationDispense/{handed['id']}", json=noted, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    bundle = transaction(("urn:uuid:d", dispense(patient, order, drug)))
+    refused(enforced.post("/fhir", json=bundle, headers=FHIR_JSON), 422, "rofecare-1914")
+
+
+def test_an_expired_batch_is_never_dispensed(enforced: TestClient) -> None:
+    patient, _, order = pharmacy_setting(enforced)
+    expired = create(enforced, medication(expires="2026-11-30"))["id"]
+    outcome = refused(post(enforced, dispense(patient, order, expired)), 422, "rofecare-1915")
+    assert outcome["issue"][0]["expression"] == ["MedicationDispense.medicationReference"]
+    # The day of expiry still counts as valid; after it, not.
+    today = create(enforced, medication(expires="2026-12-02"))["id"]
+    create(enforced, dispense(patient, order, today))
+    create(enforced, dispense(patient, order, create(enforced, medication(expires=None))["id"]))
+
+
+def test_a_payment_never_exceeds_the_balance_due(enforced: TestClient) -> None:
+    patient, doctor = setting(enforced)
+    visit = create(enforced, encounter(patient, doctor, "AMB", "finished"))["id"]
+    act = create(enforced, charge_item(patient, visit))["id"]
+    bill = create(enforced, invoice(patient, f"ChargeItem/{act}"))["id"]  # 5,000 XOF
+    first = create(enforced, payment(bill, 3000))
+    outcome = refused(post(enforced, payment(bill, 2500)), 409, "rofecare-1916")
+    assert "2000" in outcome["issue"][0]["diagnostics"]
+    refused(post(enforced, payment(bill, 100, "EUR")), 422, "rofecare-1916")
+    create(enforced, payment(bill, 2000))
+    # A cancelled payment frees its amount; changing a payment is judged again.
+    enforced.put(
+        f"/fhir/PaymentReconciliation/{first['id']}",
+        json={**first, "status": "cancelled"},
+        headers=FHIR_JSON,
+    )
+    create(enforced, payment(bill, 3000))
+    too_much = transaction(("urn:uuid:p1", payment(bill, 1)))
+    refused(enforced.post("/fhir", json=too_much, headers=FHIR_JSON), 409, "rofecare-1916")
+    refused(post(enforced, payment("nope", 10)), 422, "rofecare-1916")
+
+
+async def test_of_simultaneous_payments_of_one_balance_at_most_it_is_paid(
+    core: Core,  # noqa: F811
+) -> None:
+    service = core.service
+    patient = (await service.create("Patient", hospital_patient("MRN-PAY"))).version.resource_id
+    doctor = (await service.create("Practitioner", practitioner())).version.resource_id
+    visit = await service.create("Encounter", encounter(patient, doctor, "AMB", "finished"))
+    act = await service.create("ChargeItem", charge_item(patient, visit.version.resource_id))
+    bill = await service.create(
+        "Invoice", invoice(patient, f"ChargeItem/{act.version.resource_id}")
+    )
+    outcomes = await asyncio.gather(
+        *(
+            service.create("PaymentReconciliation", payment(bill.version.resource_id, 3000))
+            for _ in range(3)
+        ),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes].count("WriteResult") == 1
