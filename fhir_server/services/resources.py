@@ -48,6 +48,7 @@ from fhir_server.services.locks import KeyedLocks
 from fhir_server.services.rules import Change, RuleContext, RuleRegistry, Verdict
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.services.staging import StagedWrites, active_stage
+from fhir_server.services.stored_definitions import StoredDefinitions
 from fhir_server.storage.base import (
     ConditionMatched,
     GuardViolated,
@@ -107,10 +108,7 @@ class ResourceService:
         self._search_index = search_index
         self._allow_client_ids = allow_client_ids
         self._locks = KeyedLocks()
-        self._search_parameters_seen = -1  # the store's latest_change when last loaded
-        self._search_parameters_reload = asyncio.Lock()  # one reload at a time, not one each
-        self._profiles_seen = -1  # the store's latest StructureDefinition change when loaded
-        self._profiles_reload = asyncio.Lock()
+        self.stored_definitions = StoredDefinitions(store, search_index, profiles)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -251,59 +249,13 @@ class ResourceService:
         return (await self._store.search(plan)).matches
 
     async def reload_search_parameters(self) -> None:
-        """Put the stored SearchParameter resources in force (at start and after each write
-        of one), so that new writes index them; older resources need ``rofecare reindex``."""
-        # Read the marker first: a SearchParameter written while loading makes the next
-        # refresh load again, never hides from it.
-        self._search_parameters_seen = await self._store.latest_change("SearchParameter")
-        definitions: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            plan = SearchPlan(("SearchParameter",), (), count=500, cursor=cursor, total="none")
-            page = await self._store.search(plan)
-            definitions.extend(orjson.loads(v.body) for v in page.matches if v.body)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        self._search_index.use_stored(definitions)
-
-    async def refresh_profiles(self) -> None:
-        """Put the StructureDefinitions stored on the server in force for the resources
-        that declare them, when one was written since the last look (one index probe, as
-        for SearchParameters; any worker's write is seen by every worker's next write)."""
-        if self.profiles is None:
-            return
-        latest = await self._store.latest_change("StructureDefinition")
-        if latest == self._profiles_seen:
-            return
-        async with self._profiles_reload:
-            latest = await self._store.latest_change("StructureDefinition")
-            if latest == self._profiles_seen:
-                return
-            definitions: list[dict[str, Any]] = []
-            cursor: str | None = None
-            while True:
-                plan = SearchPlan(
-                    ("StructureDefinition",), (), count=500, cursor=cursor, total="none"
-                )
-                page = await self._store.search(plan)
-                definitions.extend(orjson.loads(v.body) for v in page.matches if v.body)
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
-            self.profiles.registry.use_stored(definitions)
-            self._profiles_seen = latest
+        await self.stored_definitions.reload_search_parameters()
 
     async def refresh_search_parameters(self) -> None:
-        """Follow SearchParameters written by another worker process sharing the store
-        (a write in this process reloads at once), before each search and each indexing:
-        one index probe (~10 us), so a parameter is usable on every worker as soon as its
-        write is acknowledged, where a timed refresh would leave a window of staleness."""
-        if await self._store.latest_change("SearchParameter") == self._search_parameters_seen:
-            return
-        async with self._search_parameters_reload:
-            if await self._store.latest_change("SearchParameter") != self._search_parameters_seen:
-                await self.reload_search_parameters()
+        await self.stored_definitions.refresh_search_parameters()
+
+    async def refresh_profiles(self) -> None:
+        await self.stored_definitions.refresh_profiles()
 
     # -- validation ------------------------------------------------------------------------
 
@@ -330,26 +282,6 @@ class ResourceService:
             return issues
         await self.refresh_profiles()
         return self.profiles.issues(resource, profiles)
-
-    async def rule_issues(
-        self, resource_type: str, resource_id: str | None, resource: Any, mode: str | None
-    ) -> list[Issue]:
-        """What the hospital's rules would say of this create, update or delete (for
-        ``$validate``): they run as for a write, and nothing is written."""
-        current = None
-        if mode in ("update", "delete") and resource_id is not None:
-            current = await self.current(resource_type, resource_id)
-        method: Method = "DELETE" if mode == "delete" else "PUT" if current else "POST"
-        content = None
-        if mode != "delete" and isinstance(resource, dict):
-            content = {**resource, "id": resource_id or resource.get("id") or ""}
-        if mode == "delete" and (current is None or current.deleted):
-            return []
-        try:
-            await self._judge(resource_type, resource_id or "", content, current, method)
-        except FhirError as refusal:
-            return refusal.issues
-        return []
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -561,7 +493,7 @@ class ResourceService:
             self._check_change(current, "delete")
             if current.deleted:
                 return WriteResult(current, created=False, changed=False)
-            verdict = await self._judge(resource_type, resource_id, None, current, "DELETE")
+            verdict = await self.judge(resource_type, resource_id, None, current, "DELETE")
             record = WriteRecord(
                 resource_type=resource_type,
                 resource_id=resource_id,
@@ -634,7 +566,7 @@ class ResourceService:
         """Persist ``resource`` as the version after ``current`` (None: a new resource),
         as the hospital's rules have it (they may refuse it, add to it, guard it and write
         companions with it)."""
-        verdict = await self._judge(
+        verdict = await self.judge(
             resource_type, resource_id, {**resource, "id": resource_id}, current, method
         )
         assert verdict.resource is not None
@@ -647,7 +579,7 @@ class ResourceService:
         version = await self._persist(record, companions)
         return WriteResult(version, created=current is None or current.deleted)
 
-    async def _judge(
+    async def judge(
         self,
         resource_type: str,
         resource_id: str,
@@ -655,6 +587,7 @@ class ResourceService:
         current: StoredVersion | None,
         method: Method,
     ) -> Verdict:
+        """What the hospital's rules make of this write (they may raise), in the mode."""
         mode = self.profiles.mode if self.profiles is not None else "enforce"
         if mode == "off" or not self.rules.applies(resource_type):
             return Verdict(resource)

@@ -14,6 +14,7 @@ from fhir_server.errors import BadRequest, FhirError, Issue
 from fhir_server.model.outcome import information, operation_outcome
 from fhir_server.services.content import without_server_meta
 from fhir_server.services.resources import ResourceService
+from fhir_server.storage.base import Method
 
 MODES = ("create", "update", "delete")
 BASE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
@@ -70,7 +71,7 @@ async def run_validate(
                 )
             )
     if not any(issue.severity in ("error", "fatal") for issue in issues):
-        issues += await service.rule_issues(resource_type, resource_id, resource, mode)
+        issues += await _rule_issues(service, resource_type, resource_id, resource, mode)
     if not issues:
         return information("The resource is valid", "rofecare-1700")
     return operation_outcome(issues)
@@ -110,4 +111,29 @@ async def _read_issues(
         await service.read(resource_type, resource_id)
     except FhirError as error:
         return error.issues
+    return []
+
+
+async def _rule_issues(
+    service: ResourceService,
+    resource_type: str,
+    resource_id: str | None,
+    resource: Any,
+    mode: str | None,
+) -> list[Issue]:
+    """What the hospital's rules would say of this create, update or delete: they run as
+    for a write, against the data as it is now, and nothing is written."""
+    current = None
+    if mode in ("update", "delete") and resource_id is not None:
+        current = await service.current(resource_type, resource_id)
+    if mode == "delete" and (current is None or current.deleted):
+        return []
+    method: Method = "DELETE" if mode == "delete" else "PUT" if current else "POST"
+    content = None
+    if mode != "delete" and isinstance(resource, dict):
+        content = {**resource, "id": resource_id or resource.get("id") or ""}
+    try:
+        await service.judge(resource_type, resource_id or "", content, current, method)
+    except FhirError as refusal:
+        return refusal.issues
     return []
