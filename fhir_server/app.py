@@ -217,7 +217,12 @@ def build_app(
     app.state.operations = operations
     app.state.capability = orjson.dumps(
         capability_statement(
-            settings, definitions, search_index.registry, to_instant(now_utc()), operations
+            settings,
+            definitions,
+            search_index.registry,
+            to_instant(now_utc()),
+            operations,
+            _supported_profiles(service),
         )
     )
     errors.install(app)
@@ -239,6 +244,16 @@ def build_app(
         return Response(b'{"status":"starting"}', 503, media_type="application/json")
 
     return app
+
+
+def _supported_profiles(service: ResourceService) -> dict[str, list[str]]:
+    """Resource type -> the packaged profiles in force for it (none with validation off)."""
+    found: dict[str, list[str]] = {}
+    if service.profiles is None or service.profiles.mode == "off":
+        return found
+    for profile in service.profiles.registry.packaged:
+        found.setdefault(profile.type, []).append(profile.url)
+    return found
 
 
 def configure_logging(settings: Settings) -> None:

@@ -6,6 +6,7 @@ interaction, format or parameter that the server does not honour.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fhir_server import FHIR_VERSION, __version__
@@ -32,11 +33,16 @@ def capability_statement(
     registry: SearchParameterRegistry,
     date: str,
     operations: OperationRegistry | None = None,
+    supported_profiles: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
+    """``supported_profiles``: resource type -> the Rofecare profiles in force for it
+    (rest.resource.supportedProfile), so a client knows what its writes are held to."""
+    profiles = supported_profiles or {}
     resources = [
         {
             "type": name,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{name}",
+            **({"supportedProfile": list(profiles[name])} if profiles.get(name) else {}),
             "interaction": [
                 {"code": code} for code in (*INSTANCE_INTERACTIONS, *TYPE_INTERACTIONS)
             ],

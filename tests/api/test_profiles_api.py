@@ -251,3 +251,13 @@ def test_every_invalid_example_is_refused_in_a_transaction(
     assert answer.status_code == 422, answer.text
     assert expected_key(path) in keys(answer.json())
     assert answer.json()["issue"][0]["expression"][0].startswith("Bundle.entry[0]")
+
+
+def test_the_capability_statement_names_the_profiles_in_force(enforced: TestClient) -> None:
+    statement = enforced.get("/fhir/metadata").json()
+    by_type = {entry["type"]: entry for entry in statement["rest"][0]["resource"]}
+    assert f"{CANONICAL}rofecare-patient" in by_type["Patient"]["supportedProfile"]
+    assert {f"{CANONICAL}rofecare-lab-result", f"{CANONICAL}rofecare-triage"} <= set(
+        by_type["Observation"]["supportedProfile"]
+    )
+    assert "supportedProfile" not in by_type["Group"]
