@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
@@ -148,6 +148,26 @@ class RuleContext:
             if content is not None:
                 found.append(content)
         return found
+
+    async def others(
+        self,
+        change: Change,
+        criteria: Sequence[tuple[str, str]],
+        keep: Callable[[dict[str, Any]], bool],
+        resource_type: str | None = None,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The other resources a rule weighs against ``change``: (what the search found,
+        for a guard to tolerate; those of them and of this transaction's staged writes
+        that ``keep``, the rule's exact test, retains), never the resource being written.
+        A search can only be coarser than the rule; ``keep`` says what it means."""
+        resource_type = resource_type or change.resource_type
+        found = await self.search(resource_type, criteria)
+        kept = [
+            other
+            for other in [*found, *self.staged(resource_type)]
+            if other.get("id") != change.resource_id and keep(other)
+        ]
+        return found, kept
 
     def staged(self, resource_type: str) -> list[dict[str, Any]]:
         """The current content of every ``resource_type`` this transaction has staged."""

@@ -109,12 +109,9 @@ class PaymentWithinBalance:
             if currency is not None and due_currency is not None and currency != due_currency:
                 raise self._refusal(f"{target} is due in {due_currency}, not {currency}", 422)
             criteria = [("invoice", target), ("status", "active")]
-            found = await context.search("PaymentReconciliation", criteria)
-            others = [
-                other
-                for other in [*found, *context.staged("PaymentReconciliation")]
-                if other.get("id") != change.resource_id and other.get("status") == "active"
-            ]
+            found, others = await context.others(
+                change, criteria, lambda other: other.get("status") == "active"
+            )
             paid = sum(settled(other).get(target, (0.0, None))[0] for other in others)
             if paid + amount > float(due) + 1e-9:
                 left = max(float(due) - paid, 0.0)

@@ -12,6 +12,7 @@ admissions of one patient, exactly one wins, on SQLite and on MongoDB alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,11 @@ def medical_record_numbers(patient: dict[str, Any]) -> list[tuple[int, str, str]
     return found
 
 
+def holding(number: tuple[str, str]) -> Callable[[dict[str, Any]], bool]:
+    """Does a patient hold this (system, value) medical record number?"""
+    return lambda patient: number in {(s, v) for _, s, v in medical_record_numbers(patient)}
+
+
 @dataclass(frozen=True)
 class UniqueMedicalRecordNumber:
     code: str = "rofecare-1901"
@@ -56,13 +62,12 @@ class UniqueMedicalRecordNumber:
                 ("identifier", token(system, value)),
                 ("identifier:of-type", f"{token(IDENTIFIER_TYPE, 'MR')}|{escape(value)}"),
             ]
-            found = await context.search("Patient", criteria)
-            holders = [
-                other
-                for other in [*found, *context.staged("Patient")]
-                if other.get("id") != change.resource_id
-                and (system, value) in {(s, v) for _, s, v in medical_record_numbers(other)}
-            ]
+            number = (system, value)
+            found, holders = await context.others(
+                change,
+                criteria,
+                holding(number),
+            )
             message = (
                 f"The medical record number {system}|{value} already belongs to another patient"
             )
@@ -109,16 +114,11 @@ class OneActiveAdmission:
             ("class", ",".join(INPATIENT_CLASSES)),
             ("status", ",".join(ACTIVE_STATUSES)),
         ]
-        others = [
-            other
-            for other in [
-                *await context.search("Encounter", criteria),
-                *context.staged("Encounter"),
-            ]
-            if other.get("id") != change.resource_id
-            and is_active_admission(other)
-            and reference(other.get("subject")) == patient
-        ]
+        _, others = await context.others(
+            change,
+            criteria,
+            lambda other: is_active_admission(other) and reference(other.get("subject")) == patient,
+        )
         message = f"{patient} already has an active inpatient admission"
         if others:
             raise Conflict(

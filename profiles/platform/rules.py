@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,11 @@ def held(appointment: dict[str, Any]) -> list[str]:
         if actor is not None and actor.split("/", 1)[0] in HELD_TYPES and actor.count("/") == 1:
             found.append(actor)
     return found
+
+
+def holding(actor: str) -> Callable[[dict[str, Any]], bool]:
+    """Does an appointment hold this practitioner, room or device?"""
+    return lambda appointment: actor in held(appointment)
 
 
 def interval(appointment: dict[str, Any]) -> tuple[datetime, datetime] | None:
@@ -70,16 +76,14 @@ class NoOverlappingAppointments:
                 ("end", f"gt{start}"),
                 ("status", ",".join(HOLDING)),
             ]
-            found = await context.search("Appointment", criteria)
-            for other in [*found, *context.staged("Appointment")]:
+            found, others = await context.others(
+                change,
+                criteria,
+                holding(actor),
+            )
+            for other in others:
                 other_when = interval(other)
-                if (
-                    other.get("id") != change.resource_id
-                    and actor in held(other)
-                    and other_when is not None
-                    and other_when[0] < when[1]
-                    and when[0] < other_when[1]
-                ):
+                if other_when is not None and other_when[0] < when[1] and when[0] < other_when[1]:
                     raise Conflict(
                         f"{actor} already has Appointment/{other.get('id')} from "
                         f"{other.get('start')} to {other.get('end')}",
