@@ -51,7 +51,7 @@ from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from functools import cache, lru_cache
 from typing import NamedTuple
 
-__all__ = ["canonical"]
+__all__ = ["canonical", "is_valid"]
 
 # Base units in the order they are written in a canonical string.
 _BASES = ("g", "m", "s", "rad", "K", "C", "cd", "mol")
@@ -140,6 +140,21 @@ def _read_table(table: str) -> dict[str, tuple[str, str, bool]]:
 
 _DEFINED = _read_table(_TABLE)
 _ATOMS = frozenset({*_BASES, *_ARBITRARY, "[IU]", *_DEFINED})
+# Valid atoms that are not converted (atom -> metric): UCUM's special units on non-ratio
+# scales (ucum-essence.xml 2.2 isSpecial="yes") and the rarely clinical ones left out above.
+# They make a code valid for the terminology (``is_valid``), never convertible.
+_UNCONVERTED_METRIC = "Cel B B[SPL] B[V] B[mV] B[uV] B[10.nV] B[W] B[kW] Np tex"
+_UNCONVERTED_OTHER = """
+[degF] [degRe] [pH] [p'diop] %[slope] [hp'_X] [hp'_C] [hp'_M] [hp'_Q] bit_s [m/s2/Hz^(1/2)]
+[rd_us] [ch_us] [lk_us] [rch_us] [rlk_us] [fth_us] [fur_us] [acr_us] [srd_us] [smi_us] [sct]
+[twp] [mil_us] [in_br] [ft_br] [rd_br] [ch_br] [lk_br] [fth_br] [pc_br] [yd_br] [mi_br]
+[nmi_br] [kn_br] [acr_br] [bu_us] [pk_us] [dqt_us] [dpt_us] [crd_us] [lne] [pnt] [pca]
+[pnt_pr] [pca_pr] [pied] [pouce] [ligne] [didot] [cicero] [cr_i] [bf_i] [cml_i] [smoot] [den]
+"""
+_UNCONVERTED = {
+    **{atom: True for atom in _UNCONVERTED_METRIC.split(" ")},
+    **{atom: False for atom in _UNCONVERTED_OTHER.split()},
+}
 # Cel and [degF] alone (an annotation may follow): value * scale + offset in kelvins.
 _TEMPERATURE = re.compile(r"(Cel|\[degF\])(\{[ -z|~]*\})?")  # printable ASCII but braces
 _TEMPERATURES = {"Cel": (1.0, 273.15), "[degF]": (5.0 / 9.0, 273.15 - 32.0 * 5.0 / 9.0)}
@@ -184,9 +199,13 @@ def _decimal(text: str) -> _Term:
     return _Term(factor)
 
 
-def _atom(code: str) -> tuple[_Term, bool] | None:
+def _atom(code: str, lenient: bool = False) -> tuple[_Term, bool] | None:
     """A unit atom without prefix, and whether it is metric; None when unknown."""
-    return _known_atom(code) if code in _ATOMS else None
+    if code in _ATOMS:
+        return _known_atom(code)
+    if lenient and code in _UNCONVERTED:
+        return _Term(dims={code: 1}), _UNCONVERTED[code]
+    return None
 
 
 @cache  # bounded by the table: only known atoms reach it
@@ -200,14 +219,15 @@ def _known_atom(code: str) -> tuple[_Term, bool]:
     return _decimal(value).times(_Parser(unit).parse()), metric
 
 
-def _simple_unit(symbol: str) -> _Term:
-    """An atom, or a metric atom after a prefix; an exact atom wins (``cd``, ``Pa``)."""
-    found = _atom(symbol)
+def _simple_unit(symbol: str, lenient: bool = False) -> _Term:
+    """An atom, or a metric atom after a prefix; an exact atom wins (``cd``, ``Pa``).
+    ``lenient``: an unconverted atom counts too, as a dimension of its own."""
+    found = _atom(symbol, lenient)
     if found is not None:
         return found[0]
     for prefix in _PREFIX_ORDER:
         if symbol.startswith(prefix):
-            rest = _atom(symbol[len(prefix) :])
+            rest = _atom(symbol[len(prefix) :], lenient)
             if rest is not None and rest[1]:
                 if prefix in _BINARY_PREFIXES:
                     return _Term(_BINARY_PREFIXES[prefix]).times(rest[0])
@@ -221,9 +241,10 @@ class _Parser:
 
     _STOP = frozenset("./(){}+-0123456789")
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, lenient: bool = False):
         self.text = text
         self.pos = 0
+        self.lenient = lenient
 
     def parse(self) -> _Term:
         leading_slash = self.text.startswith("/")
@@ -267,7 +288,7 @@ class _Parser:
             else:  # an integer factor; a trailing annotation is tolerated (/100{WBCs})
                 term = _decimal(digits)
         elif char and char not in self._STOP:
-            term = _simple_unit(self._symbol()).power(self._exponent())
+            term = _simple_unit(self._symbol(), self.lenient).power(self._exponent())
         else:
             raise _Invalid(self.text)
         if self._peek() == "{":
@@ -377,3 +398,19 @@ def canonical(value: float, code: str) -> tuple[float, str] | None:
     if not math.isfinite(result):
         return None
     return result, conversion.unit
+
+
+def is_valid(code: str) -> bool:
+    """Whether ``code`` is a UCUM expression (case-sensitive, as UCUM is), converted or
+    not: the terminology's answer for ``http://unitsofmeasure.org``, which is a grammar
+    rather than a list. ``canonical`` alone cannot tell, since it gives None both for a
+    code that is no unit and for a valid one it does not convert (``Cel/min``, ``[pH]``)."""
+    if not code or len(code) > _MAX_CODE or code != code.strip():
+        return False
+    if _conversion(code) is not None:
+        return True
+    try:
+        _Parser(code, lenient=True).parse()
+    except (_Invalid, ArithmeticError, RecursionError):
+        return False
+    return True
