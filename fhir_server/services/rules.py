@@ -140,11 +140,11 @@ class RuleContext:
         this transaction when it changed them. Resources only staged are not searched:
         ``staged`` gives them, and the rule tests their content itself."""
         plan = replace(self.plan(resource_type, criteria), count=SEARCH_LIMIT)
+        stage = active_stage()
         found = []
         for version in await self._service.unrestricted_search(plan):
-            content = _content(
-                await self._service.current(version.resource_type, version.resource_id)
-            )
+            staged = stage.version(version.resource_type, version.resource_id) if stage else None
+            content = _content(staged or version)
             if content is not None:
                 found.append(content)
         return found
