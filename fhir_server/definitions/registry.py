@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fhir_server.model.subset import ElementSets
 
 DATA_DIR = Path(str(resources.files("fhir_server.definitions") / "data"))
@@ -71,13 +73,23 @@ def load_patient_compartment() -> dict[str, tuple[str, ...]]:
 
 def profile_resources(resource_type: str) -> list[dict[str, Any]]:
     """Resources of ``resource_type`` shipped as JSON files under the ``profiles`` package
-    (Rofecare's own SearchParameters, StructureDefinitions...), in a stable order."""
+    (Rofecare's own SearchParameters, StructureDefinitions...), in a stable order; fresh
+    copies, which callers may change."""
+    return [orjson.loads(raw) for raw in _profile_files().get(resource_type, ())]
+
+
+@functools.cache
+def _profile_files() -> dict[str, tuple[bytes, ...]]:
+    """resourceType -> the files of that type under ``profiles/``: the package is walked
+    and parsed once per process, not once per type asked for (search, profiles,
+    terminology and publication each ask)."""
     root = Path(str(resources.files("profiles")))
-    found: list[dict[str, Any]] = []
+    found: dict[str, list[bytes]] = {}
     for path in sorted(root.rglob("*.json")):
         if "examples" in path.relative_to(root).parts:
             continue  # the documented valid and invalid instances, not definitions
-        content = json.loads(path.read_text())
-        if isinstance(content, dict) and content.get("resourceType") == resource_type:
-            found.append(content)
-    return found
+        raw = path.read_bytes()
+        content = orjson.loads(raw)
+        if isinstance(content, dict) and isinstance(content.get("resourceType"), str):
+            found.setdefault(content["resourceType"], []).append(raw)
+    return {resource_type: tuple(files) for resource_type, files in found.items()}
