@@ -40,6 +40,7 @@ from harness import (
     Load,
     Scenario,
     Server,
+    comparison_arguments,
     free_port,
     measure,
     request,
@@ -251,17 +252,10 @@ def render(run: AuthRun, *, markdown: bool = True) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (10)")
-    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
-    parser.add_argument("--warmup", type=int, default=2, help="discarded seconds first (2)")
+    description = __doc__.split("\n")[0] if __doc__ else None
+    parser = comparison_arguments(description, "on/off")
     parser.add_argument("--patients", type=int, default=1000, help="Patients to seed (1000)")
-    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (2)")
-    parser.add_argument("--workers", type=int, default=2, help="rofecare serve --workers (2)")
     parser.add_argument("--port", type=int, default=0, help="port of the auth-on server")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
-    parser.add_argument("--write-docs", action="store_true", help="rewrite its docs section")
     return parser.parse_args(argv)
 
 

@@ -8,6 +8,7 @@ attached during a separate run so that profiling never perturbs the reported fig
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -380,3 +381,18 @@ def run_in_workdir(prefix: str, keep: bool, run: Callable[[Path], int]) -> int:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def comparison_arguments(description: str | None, rounds: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that measures one thing on and off in alternating
+    rounds (auth.py, profiles.py); each adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (10)")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument("--warmup", type=int, default=2, help="discarded seconds first (2)")
+    parser.add_argument("--rounds", type=int, default=2, help=f"{rounds} pairs (2)")
+    parser.add_argument("--workers", type=int, default=2, help="rofecare serve --workers (2)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite its docs section")
+    return parser

@@ -126,7 +126,7 @@ class ResourceService:
 
     def check_type(self, resource_type: str) -> None:
         """404 unless ``resource_type`` is an R4 type with a RESTful endpoint."""
-        if not self._definitions.is_resource_type(resource_type) or resource_type in NOT_STORED:
+        if not self.known_type(resource_type):
             raise NotFound(
                 f"Unknown resource type {resource_type!r}", rofecare_code="rofecare-1101"
             )
