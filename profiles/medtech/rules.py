@@ -140,10 +140,13 @@ class AbnormalResultFlagged:
         verdict.resource = result
         abnormal = [item for item in codes if item is not None and item != "N"]
         flag_id = _flag_id(change.resource_type, change.resource_id)
-        existing = await context.read(f"Flag/{flag_id}")
         if abnormal:
             verdict.companions.append(_flag(flag_id, change, result, abnormal))
-        elif existing is not None and existing.get("status") == "active":
+            return
+        if change.previous is None:
+            return  # a new result has no flag to close
+        existing = await context.read(f"Flag/{flag_id}")
+        if existing is not None and existing.get("status") == "active":
             verdict.companions.append({**existing, "status": "inactive"})
 
 
