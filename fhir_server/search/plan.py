@@ -208,3 +208,42 @@ class SearchPlan:
     total: TotalMode = "accurate"
     total_limit: int = 1000  # for total="bounded"
     includes: tuple[Include, ...] = ()
+
+
+def indexed_types(plan: SearchPlan) -> frozenset[str] | None:
+    """The resource types whose index entries answering ``plan`` may read; None: any type.
+
+    A backend that brings its index up to date lazily (the SQLite index log) needs only
+    these types current before it runs the plan. ``_include`` reads the references of the
+    matches, ``_revinclude`` those of its source type; ``:iterate`` may reach any type."""
+    if not plan.resource_types:
+        return None
+    types = set(plan.resource_types)
+    for include in plan.includes:
+        if include.iterate or include.source_type == "*":
+            return None
+        types.add(include.source_type)
+    _add_where_types(plan.where, types)
+    return frozenset(types)
+
+
+def _add_where_types(where: Where, types: set[str]) -> None:
+    for alternatives in where:
+        _add_predicate_types(alternatives, types)
+
+
+def _add_predicate_types(alternatives: AnyOf, types: set[str]) -> None:
+    for predicate in alternatives:
+        if isinstance(predicate, Chain):
+            types.add(predicate.target_type)
+            _add_where_types(predicate.where, types)
+        elif isinstance(predicate, Has):
+            types.add(predicate.source_type)
+            _add_where_types(predicate.where, types)
+        elif isinstance(predicate, CompartmentMatch):
+            types.update(owner for owner, _ in predicate.links)
+        elif isinstance(predicate, Not):
+            _add_predicate_types(predicate.alternatives, types)
+        elif isinstance(predicate, Composite):
+            for component in predicate.components:
+                _add_predicate_types(component, types)

@@ -56,11 +56,15 @@ def _values(entry: IndexEntry) -> tuple[Any, ...]:
     return (entry.uri,)
 
 
+PidFunction = Callable[[str, str, str], int]
+"""``pid(resource_type, code, kind)``: the interned id of a search parameter."""
+
+
 def rows_by_table(
     rkey: int,
     resource_type: str,
     entries: Iterable[IndexEntry],
-    pid: Callable[[str, str, str], int],
+    pid: PidFunction,
 ) -> dict[str, list[tuple[Any, ...]]]:
     """{table: rows} for one resource; ``pid(resource_type, code, kind)`` interns params."""
     tables: dict[str, list[tuple[Any, ...]]] = {}

@@ -12,8 +12,10 @@ as one range over one row per resource.
 
 Search values live in one table per value type, as HAPI FHIR keeps them: each row names
 its parameter by ``pid`` (an interned (resource type, code) pair, so one index range holds
-exactly one parameter of one type) and its composite group ``grp``. Rows are replaced in
-the same transaction as the version they describe. The tables are clustered by (rkey, n),
+exactly one parameter of one type) and its composite group ``grp``. A version's rows are
+written in its own transaction to the index log (``index_pending``: one row per resource,
+the newest version's rows) and moved into these tables in batches, before any search reads
+them (index_log.py). The tables are clustered by (rkey, n),
 ``n`` numbering a resource's rows: a new resource's rows append to the end of each table
 and an update deletes one contiguous range, so each row costs one secondary-index insert
 (a rowid table with a separate owner index cost more per write). Each table is indexed for
@@ -21,7 +23,9 @@ the lookups its parameter type needs (``EXPLAIN QUERY PLAN`` checks in
 tests/unit/test_sqlite_plans.py).
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+UPGRADABLE_FROM = {"5": "the index log (index_pending) was added"}
+"""Older schema versions this one opens as they are: the statements below add what they lack."""
 NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
 POSITIVE_INFINITY = 2**62
 
@@ -145,6 +149,14 @@ STATEMENTS = (
     CREATE VIRTUAL TABLE IF NOT EXISTS idx_text USING fts5 (
         narrative, content, tokenize = 'unicode61 remove_diacritics 2',
         detail = column, columnsize = 0
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS index_pending (
+        rkey INTEGER PRIMARY KEY,
+        resource_type TEXT NOT NULL,
+        existed INTEGER NOT NULL,
+        payload BLOB
     )
     """,
     """
