@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -81,12 +81,22 @@ class CompiledPath:
             return []
         return _walk(resource, str(resource_type), self.steps, self.final)
 
+    @property
+    def reads(self) -> frozenset[str] | None:
+        """The resource's top-level JSON keys this path starts from (None: the resource
+        itself): without any of them it selects nothing."""
+        return frozenset(self.steps[0].keys) if self.steps else None
+
 
 class CompiledExpression:
     """A whole search expression: the union (``|``) of its compiled members."""
 
     def __init__(self, members: tuple[CompiledPath, ...]) -> None:
         self.members = members
+
+    @property
+    def reads(self) -> frozenset[str] | None:
+        return union_of_reads(self.members)
 
     def evaluate(self, resource: dict[str, Any]) -> list[Value]:
         if len(self.members) == 1:
@@ -101,6 +111,17 @@ class CompiledExpression:
                     seen.add(key)
                     values.append(value)
         return values
+
+
+def union_of_reads(paths: Iterable[CompiledPath]) -> frozenset[str] | None:
+    """The top-level keys any of ``paths`` starts from; None when one starts at the root."""
+    keys: set[str] = set()
+    for path in paths:
+        reads = path.reads
+        if reads is None:
+            return None
+        keys |= reads
+    return frozenset(keys)
 
 
 def compile_expression(

@@ -38,6 +38,7 @@ class CompositeRoot:
 
     evaluate: Evaluator
     components: tuple[tuple[str, tuple[RelativePath, ...]], ...]  # (search type, paths)
+    reads: frozenset[str] | None  # as SearchParameter.reads
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class SearchParameter:
     targets: tuple[str, ...] = ()
     url: str = ""
     composite: tuple[CompositeRoot, ...] = ()
+    reads: frozenset[str] | None = None  # top-level keys its values come from; None: any
 
     @property
     def indexed(self) -> bool:
@@ -154,8 +156,10 @@ def _parameter(
     if evaluate is None:
         evaluate = _GeneralEvaluator(expression)
     composite: tuple[CompositeRoot, ...] = ()
+    reads = compiled.reads if compiled is not None else None
     if definition["type"] == "composite":
         composite = _composite_roots(definition, expression, element_types, by_url)
+        reads = _composite_reads(composite)
     return SearchParameter(
         code=definition["code"],
         type=definition["type"],
@@ -165,7 +169,17 @@ def _parameter(
         targets=tuple(definition.get("target", [])),
         url=definition.get("url", ""),
         composite=composite,
+        reads=reads,
     )
+
+
+def _composite_reads(roots: tuple[CompositeRoot, ...]) -> frozenset[str] | None:
+    keys: set[str] = set()
+    for root in roots:
+        if root.reads is None:
+            return None
+        keys |= root.reads
+    return frozenset(keys) if roots else None
 
 
 def _composite_roots(
@@ -188,7 +202,7 @@ def _composite_roots(
             if target is None or paths is None:
                 return ()
             components.append((target["type"], tuple(paths)))
-        roots.append(CompositeRoot(root.evaluate, tuple(components)))
+        roots.append(CompositeRoot(root.evaluate, tuple(components), root.reads))
     return tuple(roots)
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fhir_server.model.instant import parse_date_range, to_micros
 from fhir_server.search.indexer import Indexer, normalize
-from fhir_server.search.registry import NOT_R4, load_search_parameters
+from fhir_server.search.registry import (
+    NOT_R4,
+    SearchParameter,
+    SearchParameterRegistry,
+    load_search_parameters,
+)
 from fhir_server.search.tokens import split_escaped, unescape
 from fhir_server.search.values import (
     DateEntry,
@@ -18,6 +26,8 @@ from fhir_server.search.values import (
     StringEntry,
     TokenEntry,
 )
+
+SYNTHEA = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthea"
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +152,30 @@ def test_split_escaped_keeps_escapes(text: str, separator: str, parts: list[str]
 )
 def test_unescape(text: str, plain: str) -> None:
     assert unescape(text) == plain
+
+
+def test_skipping_parameters_whose_elements_are_absent_changes_no_entry(
+    indexer: Indexer,
+) -> None:
+    """Indexer evaluates only the parameters whose expressions start from a key the resource
+    has; every Synthea resource of one patient must get exactly what evaluating all of its
+    type's parameters gives (``reads=None`` turns the choice off)."""
+    every = {
+        name: {code: replace(parameter, reads=None) for code, parameter in own.items()}
+        for name, own in load_search_parameters()._by_type.items()
+    }
+    unfiltered = Indexer(SearchParameterRegistry(every))
+    bundle = json.loads(next(SYNTHEA.glob("selfcontained/*.json")).read_text())
+    resources = [entry["resource"] for entry in bundle["entry"]]
+    assert len({resource["resourceType"] for resource in resources}) > 10
+    for resource in resources:
+        assert set(indexer.entries(resource)) == set(unfiltered.entries(resource)), resource["id"]
+    patient = registry_parameter("Patient", "link")
+    assert patient.reads == frozenset({"link"})
+    assert registry_parameter("Patient", "deceased").reads is None  # true or false, always
+
+
+def registry_parameter(resource_type: str, code: str) -> SearchParameter:
+    found = load_search_parameters().get(resource_type, code)
+    assert found is not None
+    return found
