@@ -47,7 +47,7 @@ class BenchmarkError(Exception):
 ENGINE_ONLY = {"ROFECARE_AUTH_ENABLED": "false", "ROFECARE_PROFILE_VALIDATION": "off"}
 """What the REST, search and Bundle benchmarks run with: they measure the FHIR engine on
 the loopback; ``benchmarks/auth.py`` measures what tokens and audit add to it, and
-``benchmarks/profiles.py`` what profile validation adds."""
+``benchmarks/profile_validation.py`` what profile validation adds."""
 
 
 class Server:
@@ -385,7 +385,7 @@ def run_in_workdir(prefix: str, keep: bool, run: Callable[[Path], int]) -> int:
 
 def comparison_arguments(description: str | None, rounds: str) -> argparse.ArgumentParser:
     """The options of a benchmark that measures one thing on and off in alternating
-    rounds (auth.py, profiles.py); each adds its own."""
+    rounds (auth.py, profile_validation.py); each adds its own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (10)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")

@@ -45,3 +45,10 @@ def test_runtime_imports_are_declared_dependencies() -> None:
         if not {_name(d) for d in distributions.get(module, [module])} & installed
     }
     assert missing == {}, f"imported by fhir_server but not installed by `pip install .`: {missing}"
+
+
+def test_no_benchmark_script_shadows_a_package_of_the_server() -> None:
+    """``python benchmarks/x.py`` puts benchmarks/ first on sys.path: a script named like a
+    package of the server (profiles.py once) makes every in-process import of it fail."""
+    scripts = {path.stem for path in (ROOT / "benchmarks").glob("*.py")}
+    assert not scripts & FIRST_PARTY

@@ -1,4 +1,4 @@
-"""What profiles and hospital rules cost a write, in one command: ``python benchmarks/profiles.py``.
+"""What profiles and hospital rules cost a write: ``python benchmarks/profile_validation.py``.
 
 Why: issue 7 asks that creating a profiled Patient and a profiled Observation with
 enforcement on keep >= 60 % of the throughput with it off, and that ``$validate-code``
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         flags = count_flags(servers["enforce"].port)
     result = ProfilesRun(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        command=shlex.join(["python", "benchmarks/profiles.py", *sys.argv[1:]]),
+        command=shlex.join(["python", "benchmarks/profile_validation.py", *sys.argv[1:]]),
         load=load,
         workers=args.workers,
         on=on,
@@ -257,8 +257,8 @@ def render(run: ProfilesRun, *, markdown: bool = True) -> str:
         f"Measured {run.date} with `{run.command}`.",
         "",
         "```sh",
-        "python benchmarks/profiles.py                # 2 rounds of 10 s each way",
-        "python benchmarks/profiles.py --write-docs   # ... and rewrites this section",
+        "python benchmarks/profile_validation.py                # 2 rounds of 10 s each way",
+        "python benchmarks/profile_validation.py --write-docs   # ... and rewrites this section",
         "```",
         "",
         "### What is measured",
