@@ -275,8 +275,15 @@ def _rename(patient: dict[str, Any], rng: random.Random, smith_share: float) -> 
 
 
 def settings_for(data_dir: Path) -> Settings:
-    """Loading settings: durability relaxed (OFF if Settings accept it), search indexing on."""
-    chosen: dict[str, Any] = {"data_dir": data_dir, "store": "sqlite", "search_indexing": True}
+    """Loading settings: durability relaxed (OFF if Settings accept it), search indexing on,
+    and the Rofecare profiles and rules off as in the server the queries run on (ENGINE_ONLY:
+    Synthea's copies are not Rofecare's patients)."""
+    chosen: dict[str, Any] = {
+        "data_dir": data_dir,
+        "store": "sqlite",
+        "search_indexing": True,
+        "profile_validation": "off",
+    }
     try:
         return Settings(**(chosen | {"sqlite_synchronous": "OFF"}))
     except ValidationError:  # Settings that only know FULL and NORMAL
