@@ -5,15 +5,16 @@ Why: each index row is a random insert into its table's ``(pid, value)`` index, 
 index page an insert touches is written again to the WAL at each commit. A Patient and its
 AuditEvent have ~48 index rows, so an indexed create wrote ~48 pages per commit against ~9
 without indexing and ran at 34 % of the unindexed rate (docs/benchmarks.md). Logged, a
-write costs one row in ``index_pending`` (a small, hot table); applied hundreds at a time,
-rows that land on the same index page share one page write. Measured by replaying the
-captured transactions of 3,500 Patient creates: 2.9 ms of SQLite per group commit with the
-rows inserted in it, 1.3-1.6 ms logged and applied every 140-560 creates, 1.0-1.3 ms
-unindexed.
+write costs one row in ``index_pending`` (a small, hot table; each index table's rows are a
+JSON column); applied hundreds at a time, rows that land on the same index page share one
+page write. Measured by replaying the captured transactions of 3,500 Patient creates: 2.9
+ms of SQLite per group commit with the rows inserted in it, 1.3-1.6 ms logged and applied
+every 140-560 creates, 1.0-1.3 ms unindexed. The rows go from JSON to the tables in SQL
+(``json_each``): the writer thread holds Python's GIL for none of them.
 
 What keeps search exact (the rows are written in the transaction of their version, as
 before; only their place changes): a search first looks, inside its own read snapshot, for
-logged rows of the resource types it reads (``plan_types``), and has them applied before it
+logged rows of the resource types it reads (``plan.indexed_types``), and has them applied before it
 reads any index table (``SqliteStore.search``). Conditional writes and guards apply them
 inside their write transaction. A logged row always describes the newest version of its
 resource (a later write replaces it), and applying one replaces every index row of its
@@ -30,22 +31,9 @@ from typing import Any
 import orjson
 
 from fhir_server.search.values import FullText, IndexEntry
-from fhir_server.storage.sqlite.index_rows import (
-    INDEX_TABLE_NAMES,
-    INSERT_HEADS,
-    PidFunction,
-    rows_by_table,
-)
+from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES, PidFunction, rows_by_table
 from fhir_server.storage.sqlite.rows import MAX_ROWS_PER_STATEMENT, insert_rows
-
-
-@dataclass
-class MultipleSets:
-    """Parameters known to hold several values in a resource (committed), and those found
-    so in the transaction under way."""
-
-    known: set[int]
-    new: set[int]
+from fhir_server.storage.sqlite.schema import INDEX_TABLES
 
 
 @dataclass(frozen=True)
@@ -59,6 +47,29 @@ class LoggedIndex:
     existed: bool  # its resource may have rows in the index tables already
 
 
+_TABLES = tuple(table for table, _ in INDEX_TABLES.values())
+_LOG_COLUMNS = ("rkey", "resource_type", "existed", *_TABLES, "narrative", "content", "repeated")
+_LOG_INSERT = f"INSERT INTO index_pending ({', '.join(_LOG_COLUMNS)})"
+_LOG_REPLACE = " ON CONFLICT (rkey) DO UPDATE SET " + ", ".join(
+    [f"{column} = excluded.{column}" for column in _LOG_COLUMNS[3:]]
+    + ["existed = max(index_pending.existed, excluded.existed)"]
+)
+
+
+def _apply_statement(table: str, columns: tuple[str, ...]) -> str:
+    """Rows of the log's JSON column ``table`` into the table itself, without Python: each
+    logged row is ``[n, pid, grp, *values]``."""
+    names = ("n", "pid", "grp", *columns)
+    values = ", ".join(f"json_extract(r.value, '$[{index}]')" for index in range(len(names)))
+    return (
+        f"INSERT INTO {table} (rkey, {', '.join(names)}) SELECT p.rkey, {values} "
+        f"FROM index_pending p, json_each(p.{table}) r WHERE p.rkey IN "
+    )
+
+
+_APPLY = tuple(_apply_statement(table, columns) for table, columns in INDEX_TABLES.values())
+
+
 def log_index(
     connection: sqlite3.Connection, items: Iterable[LoggedIndex], pid: PidFunction
 ) -> None:
@@ -67,22 +78,19 @@ def log_index(
     for item in items:
         if not item.existed and not item.entries and not _has_text(item.full_text):
             continue  # nothing to add and nothing to replace (search indexing is off)
-        payload = None
+        by_table: dict[str, list[tuple[Any, ...]]] = {}
         if item.entries is not None:
-            tables = rows_by_table(item.rkey, item.resource_type, item.entries, pid)
-            text = item.full_text
-            words = [text.narrative, text.content] if text and _has_text(text) else None
-            payload = orjson.dumps(
-                [{table: [row[1:] for row in rows] for table, rows in tables.items()}, words]
-            )
-        logged.append((item.rkey, item.resource_type, int(item.existed), payload))
-    insert_rows(
-        connection,
-        "INSERT INTO index_pending (rkey, resource_type, existed, payload)",
-        logged,
-        " ON CONFLICT (rkey) DO UPDATE SET payload = excluded.payload, "
-        "existed = max(index_pending.existed, excluded.existed)",
-    )
+            by_table = rows_by_table(item.rkey, item.resource_type, item.entries, pid)
+        tables = [
+            _json([row[1:] for row in by_table[table]]) if table in by_table else None
+            for table in _TABLES
+        ]
+        text = item.full_text if item.entries is not None and _has_text(item.full_text) else None
+        narrative, content = (text.narrative, text.content) if text is not None else (None, None)
+        repeated = _json(sorted(_repeated(by_table))) if by_table else None
+        row = (item.rkey, item.resource_type, int(item.existed), *tables)
+        logged.append((*row, narrative, content, repeated))
+    insert_rows(connection, _LOG_INSERT, logged, _LOG_REPLACE)
 
 
 def logged_among(connection: sqlite3.Connection, types: Collection[str] | None) -> bool:
@@ -103,13 +111,15 @@ def logged_among(connection: sqlite3.Connection, types: Collection[str] | None) 
 
 def apply_logged(
     connection: sqlite3.Connection,
-    multiple: MultipleSets | None,
     types: Collection[str] | None = None,
     limit: int | None = None,
 ) -> int:
     """Move logged rows (of ``types``; None: all, at most ``limit`` resources) into the
-    index tables, within the caller's write transaction; the number of resources moved."""
-    sql = "SELECT rkey, existed, payload FROM index_pending"
+    index tables, within the caller's write transaction; the number of resources moved.
+
+    The rows go from the log's JSON to the tables in SQL (``json_each``), so the writer
+    thread spends no Python per row and holds no GIL while it works."""
+    sql = "SELECT rkey, existed FROM index_pending"
     args: list[Any] = []
     if types is not None:
         if not types:
@@ -122,36 +132,26 @@ def apply_logged(
         sql += " LIMIT ?"
         args.append(limit)
     logged = connection.execute(sql, args).fetchall()
-    if not logged:
-        return 0
-    rkeys = [rkey for rkey, _, _ in logged]
-    clear_index(connection, [rkey for rkey, existed, _ in logged if existed])
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    texts: list[tuple[Any, ...]] = []
-    repeated: set[int] = set()
-    for rkey, _, payload in logged:
-        if payload is None:
-            continue
-        rows_of, words = orjson.loads(payload)
-        for table, rows in rows_of.items():
-            seen: set[int] = set()
-            target = tables.setdefault(table, [])
-            for row in rows:  # (n, pid, grp, *values)
-                target.append((rkey, *row))
-                if row[2] == 0 and row[1] in seen:  # grp 0: a plain (not composite) value
-                    repeated.add(row[1])
-                seen.add(row[1])
-        if words is not None:
-            texts.append((rkey, *words))
-    for table, rows in tables.items():
-        insert_rows(connection, INSERT_HEADS[table], rows)
-    insert_rows(connection, "INSERT INTO idx_text (rowid, narrative, content)", texts)
-    _mark_multiple(connection, repeated, multiple)
-    for start in range(0, len(rkeys), MAX_ROWS_PER_STATEMENT):
-        chunk = rkeys[start : start + MAX_ROWS_PER_STATEMENT]
+    for start in range(0, len(logged), MAX_ROWS_PER_STATEMENT):
+        chunk = logged[start : start + MAX_ROWS_PER_STATEMENT]
+        clear_index(connection, [rkey for rkey, existed in chunk if existed])
+        rkeys = [rkey for rkey, _ in chunk]
+        marks = f"({', '.join('?' * len(rkeys))})"
+        for statement in _APPLY:
+            connection.execute(statement + marks, rkeys)
         connection.execute(
-            f"DELETE FROM index_pending WHERE rkey IN ({', '.join('?' * len(chunk))})", chunk
+            "INSERT INTO idx_text (rowid, narrative, content) "
+            f"SELECT rkey, narrative, content FROM index_pending WHERE rkey IN {marks} "
+            "AND narrative IS NOT NULL",
+            rkeys,
         )
+        connection.execute(
+            "UPDATE search_param SET multiple = 1 WHERE multiple = 0 AND pid IN "
+            "(SELECT r.value FROM index_pending p, json_each(p.repeated) r "
+            f"WHERE p.rkey IN {marks})",
+            rkeys,
+        )
+        connection.execute(f"DELETE FROM index_pending WHERE rkey IN {marks}", rkeys)
     return len(logged)
 
 
@@ -165,19 +165,21 @@ def clear_index(connection: sqlite3.Connection, rkeys: Sequence[int]) -> None:
         connection.execute(f"DELETE FROM idx_text WHERE rowid IN ({marks})", chunk)
 
 
-def _mark_multiple(
-    connection: sqlite3.Connection, repeated: set[int], multiple: MultipleSets | None
-) -> None:
-    """Parameters seen with two values in one resource are marked ``multiple`` in the table,
-    and added to ``multiple.new`` (to be trusted only once committed)."""
-    new = repeated - (multiple.known | multiple.new) if multiple is not None else repeated
-    if not new:
-        return
-    connection.executemany(
-        "UPDATE search_param SET multiple = 1 WHERE pid = ?", [(p,) for p in sorted(new)]
-    )
-    if multiple is not None:
-        multiple.new.update(new)
+def _repeated(by_table: dict[str, list[tuple[Any, ...]]]) -> set[int]:
+    """Parameters with two plain (not composite: grp 0) values in one resource: they turn
+    ``search_param.multiple`` on when applied."""
+    repeated: set[int] = set()
+    for rows in by_table.values():
+        seen: set[int] = set()
+        for row in rows:  # (rkey, n, pid, grp, *values)
+            if row[3] == 0 and row[2] in seen:
+                repeated.add(row[2])
+            seen.add(row[2])
+    return repeated
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _has_text(text: FullText | None) -> bool:

@@ -41,7 +41,9 @@ INDEX_TABLES = {
     "reference": ("idx_reference", ("target_type", "target_id", "url")),
     "uri": ("idx_uri", ("uri",)),
 }
-"""Search type -> (table, value columns); every table also has pid, rkey and grp."""
+"""Search type -> (table, value columns); every table also has pid, rkey and grp.
+``index_pending`` has a column per table: that table's rows as JSON ``[[n, pid, grp,
+*values], ...]`` (index_log.py)."""
 
 STATEMENTS = (
     """
@@ -156,7 +158,10 @@ STATEMENTS = (
         rkey INTEGER PRIMARY KEY,
         resource_type TEXT NOT NULL,
         existed INTEGER NOT NULL,
-        payload BLOB
+        idx_token TEXT, idx_string TEXT, idx_date TEXT, idx_number TEXT, idx_quantity TEXT,
+        idx_reference TEXT, idx_uri TEXT,
+        narrative TEXT, content TEXT,
+        repeated TEXT
     )
     """,
     """

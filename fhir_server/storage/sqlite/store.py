@@ -48,7 +48,6 @@ from fhir_server.storage.base import (
 from fhir_server.storage.sqlite.batch import write_batch
 from fhir_server.storage.sqlite.index_log import (
     LoggedIndex,
-    MultipleSets,
     apply_logged,
     log_index,
     logged_among,
@@ -128,7 +127,6 @@ class SqliteStore:
         self._loop_local: sqlite3.Connection | None = None
         self._pid_cache: dict[tuple[str, str], int] = {}
         self._pending_pids: dict[tuple[str, str], int] = {}  # writer thread only
-        self._multiple = MultipleSets(set(), set())  # writer thread only: skips updates
         self._queue: list[_QueuedWrite] = []
         self._writes_since_analyze = 0
         self._queue_lock = threading.Lock()
@@ -365,7 +363,7 @@ class SqliteStore:
         """Writer thread: apply the log and search in one write transaction."""
 
         def run(connection: sqlite3.Connection) -> SearchPage:
-            apply_logged(connection, self._multiple, types)
+            apply_logged(connection, types)
             return self._run_search(connection, plan, remember=False)
 
         return self._in_transaction(run)
@@ -480,7 +478,7 @@ class SqliteStore:
             if pending:
                 outcomes += self._write_batch(connection, pending, pid)
                 pending = []
-            apply_logged(connection, self._multiple, _condition_types(conditional))
+            apply_logged(connection, _condition_types(conditional))
             matched = self._condition_matched(connection, conditional, job)
             if matched is not None:
                 outcomes.append(matched)
@@ -490,7 +488,7 @@ class SqliteStore:
             outcomes += self._write_batch(connection, pending, pid)
         eager = self._eager_types({record.resource_type for job in jobs for record in job})
         if eager:
-            apply_logged(connection, self._multiple, eager)
+            apply_logged(connection, eager)
         return outcomes
 
     # -- the index log (index_log.py) -------------------------------------------------------
@@ -532,7 +530,7 @@ class SqliteStore:
         self._apply_timer = None
         try:
             applied = self._in_transaction(
-                lambda connection: apply_logged(connection, self._multiple, limit=APPLY_CHUNK)
+                lambda connection: apply_logged(connection, limit=APPLY_CHUNK)
             )
         except Exception:  # left in the log: the next search applies it, or says why not
             log.exception("The index log could not be applied now")
@@ -544,7 +542,7 @@ class SqliteStore:
 
     def _apply_types(self, types: frozenset[str] | None) -> None:
         """Writer thread: apply every logged row of ``types`` (None: all)."""
-        self._in_transaction(lambda connection: apply_logged(connection, self._multiple, types))
+        self._in_transaction(lambda connection: apply_logged(connection, types))
 
     def _apply_all(self) -> None:
         self._apply_types(None)
@@ -591,7 +589,6 @@ class SqliteStore:
         holds (another process would then intern the same parameter under another id)."""
         connection = self._connection()
         self._pending_pids.clear()
-        self._multiple.new.clear()
         with self._write_lock.held():
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -601,12 +598,9 @@ class SqliteStore:
                 if connection.in_transaction:  # a failed COMMIT may have ended it already
                     connection.execute("ROLLBACK")
                 self._pending_pids.clear()
-                self._multiple.new.clear()
                 raise
         self._pid_cache.update(self._pending_pids)
         self._pending_pids.clear()
-        self._multiple.known.update(self._multiple.new)
-        self._multiple.new.clear()
         return result
 
     _write_batch = staticmethod(write_batch)
@@ -633,7 +627,7 @@ class SqliteStore:
 
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
         def run(connection: sqlite3.Connection) -> int:
-            apply_logged(connection, self._multiple)  # a logged row must not come after
+            apply_logged(connection)  # a logged row must not come after
             replaced = []
             for record in records:
                 row = connection.execute(
@@ -649,7 +643,7 @@ class SqliteStore:
                     )
                 )
             log_index(connection, replaced, self._pid_function(connection))
-            apply_logged(connection, self._multiple)
+            apply_logged(connection)
             return len(replaced)
 
         return await self._on_writer(lambda: self._in_transaction(run))
