@@ -212,31 +212,30 @@ def _pct(values: list[float] | tuple[float, ...], share: float) -> float:
 # -- writes with and without indexing ------------------------------------------------------------
 
 
-def writes(load: Load, patients: int, work: Path, workers: int = 1) -> Writes:
-    """rest.py's create scenario, on a fresh data directory per setting."""
+def writes(load: Load, patients: int, work: Path, workers: int = 1, rounds: int = 2) -> Writes:
+    """rest.py's create scenario, on a fresh data directory per run, indexing on and off in
+    turn for ``rounds`` rounds."""
     outcome = Writes()
     if "search_indexing" not in Settings.model_fields:
         outcome.failure = "this build has no ROFECARE_SEARCH_INDEXING setting (search_indexing)"
         return outcome
     try:
-        for indexing in (True, False):
+        for round_number, indexing in ((r, i) for r in range(rounds) for i in (True, False)):
             flag = "true" if indexing else "false"
             port = free_port()
-            data_dir = work / f"w-{flag}"
+            data_dir = work / f"w-{flag}-{round_number}"
             argv = ["env", f"ROFECARE_SEARCH_INDEXING={flag}", *serve(port, data_dir, workers)]
             name = f"create, indexing {'on' if indexing else 'off'}"
             print(f"{name}: seeding {patients:,} Patients, then {load.duration} s ...", flush=True)
-            with running(Server(name, argv, port, work / f"writes-{flag}.log")) as server:
+            log = work / f"writes-{flag}-{round_number}.log"
+            with running(Server(name, argv, port, log)) as server:
                 seeded = rest.seed(port, patients)
                 create = next(s for s in rest.scenarios(seeded) if s.name == "create")
                 result = measure(server, create, load, work, label=name)
                 if result.errors:
                     raise BenchmarkError(f"{result.errors} errors ({result.error_detail()})")
                 _check_indexing(port, seeded, indexing)
-            if indexing:
-                outcome.indexed = result
-            else:
-                outcome.unindexed = result
+            (outcome.indexed if indexing else outcome.unindexed).append(result)
     except (BenchmarkError, OSError) as error:
         outcome.failure = str(error) or type(error).__name__
     return outcome
@@ -326,7 +325,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
         pages = paging(port, args.pages, args.walks, args.paging_budget)
     outcome = Writes(failure="skipped (--skip-writes)", skipped=True)
     if not args.skip_writes:
-        outcome = writes(load, args.write_patients, work, args.workers)
+        outcome = writes(load, args.write_patients, work, args.workers, args.write_rounds)
     verdicts = targets(rows, outcome)
     failed = summarise(rows, pages, outcome, verdicts, warnings)
     if args.write_docs and failed:
@@ -368,8 +367,8 @@ def summarise(
     print()
     print("\n".join(paging_lines(pages)))
     print()
-    for label, result in (("indexing on ", outcome.indexed), ("indexing off", outcome.unindexed)):
-        if result is not None:
+    for label, results in (("indexing on ", outcome.indexed), ("indexing off", outcome.unindexed)):
+        for result in results:
             print(f"create, {label}: {result.rps:,.0f}/s, p95 {result.p95_ms:.2f} ms")
     if outcome.failure:
         print(f"writes: {outcome.failure}", file=sys.stderr)
@@ -403,6 +402,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--write-patients", type=int, default=1000, help="seeded before creates")
     parser.add_argument("--skip-writes", action="store_true", help="no indexing on/off writes")
+    parser.add_argument(
+        "--write-rounds", type=int, default=2, help="indexing on/off write runs, in turn (2)"
+    )
     parser.add_argument("--port", type=int, default=0, help="server port (a free one)")
     parser.add_argument("--workers", type=int, default=1, help="rofecare serve --workers (1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
