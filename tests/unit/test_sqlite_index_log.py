@@ -172,6 +172,26 @@ async def test_a_searched_type_applies_its_rows_at_each_commit_for_a_while(
     assert "Observation" in waiting  # never searched: logged
 
 
+async def test_a_search_in_one_process_makes_the_writes_of_another_apply_at_commit(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores on one file stand for two ``rofecare serve`` workers: the first one's
+    search had to wait for Patient rows, so the second one's Patient writes apply theirs."""
+    monkeypatch.setattr(store_module, "EAGER_SECONDS", 3600.0)
+    other = SqliteStore(stack.path)
+    await other.open()
+    try:
+        writer = Stack(other, stack.path)
+        await writer.resources.update("Patient", "p1", patient("p1", "Okafor"))
+        assert "Patient" in logged_types(stack)
+        assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]  # applies
+        await writer.resources.update("Patient", "p2", patient("p2", "Mensah"))
+        assert "Patient" not in logged_types(stack)
+        assert await stack.ids("Patient", [("family", "mensah")]) == ["p2"]
+    finally:
+        await other.close()
+
+
 async def test_the_search_falls_back_to_the_writer_when_rows_keep_arriving(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +263,7 @@ async def test_a_schema_5_database_opens_and_gains_the_log(tmp_path: Path) -> No
     await store.close()
     with sqlite3.connect(path) as connection:
         connection.execute("DROP TABLE index_pending")
+        connection.execute("DROP TABLE index_eager")
         connection.execute("UPDATE store_meta SET value = '5' WHERE key = 'schema_version'")
     upgraded = SqliteStore(path)
     await upgraded.open()

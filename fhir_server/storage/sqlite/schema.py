@@ -24,7 +24,7 @@ tests/unit/test_sqlite_plans.py).
 """
 
 SCHEMA_VERSION = 6
-UPGRADABLE_FROM = {"5": "the index log (index_pending) was added"}
+UPGRADABLE_FROM = {"5": "the index log (index_pending, index_eager) was added"}
 """Older schema versions this one opens as they are: the statements below add what they lack."""
 NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
 POSITIVE_INFINITY = 2**62
@@ -162,6 +162,12 @@ STATEMENTS = (
         idx_reference TEXT, idx_uri TEXT,
         narrative TEXT, content TEXT,
         repeated TEXT
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS index_eager (
+        resource_type TEXT PRIMARY KEY,
+        until REAL NOT NULL
     )
     """,
     """

@@ -53,7 +53,7 @@ from fhir_server.storage.sqlite.index_log import (
     logged_among,
 )
 from fhir_server.storage.sqlite.index_rows import PidFunction
-from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, version_of
+from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, insert_rows, version_of
 from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS, UPGRADABLE_FROM
 from fhir_server.storage.sqlite.search import SqliteSearch
 from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
@@ -77,10 +77,11 @@ ANALYSIS_LIMIT = 1_000  # writes sharing one commit, bounding the wait of the fi
 APPLY_AT = 500
 APPLY_DELAY_SECONDS = 0.25
 APPLY_CHUNK = 250
-# A search that had to wait for logged rows of its types makes writes of those types apply
-# their rows in their own transaction for this long: a type searched while it is written
-# keeps its index current at each commit rather than at each search.
+# A search that had to wait for logged rows of its types makes writes of those types, in
+# every process, apply their rows in their own transaction for this long: a type searched
+# while it is written keeps its index current at each commit rather than at each search.
 EAGER_SECONDS = 1.0
+EAGER_REREAD_SECONDS = 0.1  # how stale a writer's copy of index_eager may be
 ALL_TYPES = "*"
 
 
@@ -133,7 +134,10 @@ class SqliteStore:
         self._write_lock = ProcessWriteLock(path)  # writer thread only
         self._unapplied = 0  # writer thread only: resources logged since the log was applied
         self._apply_timer: threading.Timer | None = None  # writer thread only
-        self._eager_until: dict[str, float] = {}  # resource type or ALL_TYPES -> monotonic
+        # writer thread only: index_eager as last read (resource type or ALL_TYPES -> epoch
+        # seconds), and when it was read (monotonic)
+        self._eager_until: dict[str, float] = {}
+        self._eager_read = -EAGER_REREAD_SECONDS
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -330,8 +334,7 @@ class SqliteStore:
                         return self._run_search(connection, plan)
                 finally:
                     connection.execute("COMMIT")  # nothing written: ends the snapshot
-                self._make_eager(types)
-                self._writer.submit(self._apply_types, types).result()
+                self._writer.submit(self._apply_for_search, types).result()
             # Writes keep logging rows of these types: search where none can arrive.
             return self._writer.submit(self._search_applied, plan, types).result()
 
@@ -486,20 +489,21 @@ class SqliteStore:
             outcomes += self._write_batch(connection, [job], pid)
         if pending:
             outcomes += self._write_batch(connection, pending, pid)
-        eager = self._eager_types({record.resource_type for job in jobs for record in job})
+        eager = self._eager_types(connection, {r.resource_type for job in jobs for r in job})
         if eager:
             apply_logged(connection, eager)
         return outcomes
 
     # -- the index log (index_log.py) -------------------------------------------------------
 
-    def _make_eager(self, types: frozenset[str] | None) -> None:
-        until = time.monotonic() + EAGER_SECONDS
-        for resource_type in types if types is not None else (ALL_TYPES,):
-            self._eager_until[resource_type] = until
-
-    def _eager_types(self, written: set[str]) -> set[str]:
-        now = time.monotonic()
+    def _eager_types(self, connection: sqlite3.Connection, written: set[str]) -> set[str]:
+        """The types of ``written`` that a search of any process waited for lately."""
+        if time.monotonic() - self._eager_read >= EAGER_REREAD_SECONDS:
+            self._eager_until = dict(
+                connection.execute("SELECT resource_type, until FROM index_eager").fetchall()
+            )
+            self._eager_read = time.monotonic()
+        now = time.time()
         if self._eager_until.get(ALL_TYPES, 0.0) > now:
             return written
         return {name for name in written if self._eager_until.get(name, 0.0) > now}
@@ -539,6 +543,25 @@ class SqliteStore:
             self._unapplied = 0
         else:
             self._submit_apply()
+
+    def _apply_for_search(self, types: frozenset[str] | None) -> None:
+        """Writer thread: apply the rows a search waits for, and have every process's
+        writes of those types apply theirs at each commit for a while (``index_eager``)."""
+        until = time.time() + EAGER_SECONDS
+
+        def run(connection: sqlite3.Connection) -> None:
+            apply_logged(connection, types)
+            if EAGER_SECONDS > 0:
+                marked = sorted(types) if types is not None else [ALL_TYPES]
+                insert_rows(
+                    connection,
+                    "INSERT INTO index_eager (resource_type, until)",
+                    [(name, until) for name in marked],
+                    " ON CONFLICT (resource_type) DO UPDATE SET until = excluded.until",
+                )
+                self._eager_read = -EAGER_REREAD_SECONDS  # read it again at the next commit
+
+        self._in_transaction(run)
 
     def _apply_types(self, types: frozenset[str] | None) -> None:
         """Writer thread: apply every logged row of ``types`` (None: all)."""
