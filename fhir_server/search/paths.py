@@ -96,7 +96,7 @@ class CompiledExpression:
 
     @property
     def reads(self) -> frozenset[str] | None:
-        return union_of_reads(self.members)
+        return union_of_reads(member.reads for member in self.members)
 
     def evaluate(self, resource: dict[str, Any]) -> list[Value]:
         if len(self.members) == 1:
@@ -113,11 +113,11 @@ class CompiledExpression:
         return values
 
 
-def union_of_reads(paths: Iterable[CompiledPath]) -> frozenset[str] | None:
-    """The top-level keys any of ``paths`` starts from; None when one starts at the root."""
+def union_of_reads(each: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """The top-level keys any of several paths starts from; None when one starts at the
+    root (it may find values whatever keys the resource has)."""
     keys: set[str] = set()
-    for path in paths:
-        reads = path.reads
+    for reads in each:
         if reads is None:
             return None
         keys |= reads

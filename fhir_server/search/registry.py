@@ -23,6 +23,7 @@ from fhir_server.search.paths import (
     compile_path,
     compile_relative,
     split_union,
+    union_of_reads,
 )
 
 NOT_R4 = frozenset(
@@ -159,7 +160,7 @@ def _parameter(
     reads = compiled.reads if compiled is not None else None
     if definition["type"] == "composite":
         composite = _composite_roots(definition, expression, element_types, by_url)
-        reads = _composite_reads(composite)
+        reads = union_of_reads(root.reads for root in composite) if composite else None
     return SearchParameter(
         code=definition["code"],
         type=definition["type"],
@@ -171,15 +172,6 @@ def _parameter(
         composite=composite,
         reads=reads,
     )
-
-
-def _composite_reads(roots: tuple[CompositeRoot, ...]) -> frozenset[str] | None:
-    keys: set[str] = set()
-    for root in roots:
-        if root.reads is None:
-            return None
-        keys |= root.reads
-    return frozenset(keys) if roots else None
 
 
 def _composite_roots(

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from fhir_server.definitions import load_definitions
 from fhir_server.search.plan import (
     Chain,
     Has,
@@ -25,31 +24,19 @@ from fhir_server.search.plan import (
     TokenMatch,
     indexed_types,
 )
-from fhir_server.search.registry import load_search_parameters
-from fhir_server.services.resources import ResourceService
-from fhir_server.services.search import SearchService
-from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.storage.sqlite import store as store_module
-from fhir_server.validation.structure import StructureValidator
+from tests.contract.test_search_contract import BASE_URL
+from tests.contract.test_search_contract import Stack as ContractStack
 
-BASE_URL = "http://rofecare.test/fhir"
 
+class Stack(ContractStack):
+    """The search contract's write and search services, over one SQLite file."""
 
-class Stack:
     def __init__(self, store: SqliteStore, path: Path) -> None:
-        definitions = load_definitions()
-        index = SearchIndex(
-            load_search_parameters(),
-            definitions.is_resource_type,
-            default_count=100,
-            max_count=100,
-        )
-        validator = StructureValidator(definitions.resource_types, 64)
+        super().__init__(store)
         self.store = store
         self.path = path
-        self.resources = ResourceService(store, definitions, validator, index)
-        self.search = SearchService(store, self.resources, index, definitions)
 
     async def ids(self, resource_type: str, query: list[tuple[str, str]]) -> list[str]:
         result = await self.search.search((resource_type,), query, strict=True, base_url=BASE_URL)

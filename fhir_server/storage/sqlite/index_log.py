@@ -47,8 +47,15 @@ class LoggedIndex:
     existed: bool  # its resource may have rows in the index tables already
 
 
-_TABLES = tuple(table for table, _ in INDEX_TABLES.values())
-_LOG_COLUMNS = ("rkey", "resource_type", "existed", *_TABLES, "narrative", "content", "repeated")
+_LOG_COLUMNS = (
+    "rkey",
+    "resource_type",
+    "existed",
+    *INDEX_TABLE_NAMES,
+    "narrative",
+    "content",
+    "repeated",
+)
 _LOG_INSERT = f"INSERT INTO index_pending ({', '.join(_LOG_COLUMNS)})"
 _LOG_REPLACE = " ON CONFLICT (rkey) DO UPDATE SET " + ", ".join(
     [f"{column} = excluded.{column}" for column in _LOG_COLUMNS[3:]]
@@ -83,7 +90,7 @@ def log_index(
             by_table = rows_by_table(item.rkey, item.resource_type, item.entries, pid)
         tables = [
             _json([row[1:] for row in by_table[table]]) if table in by_table else None
-            for table in _TABLES
+            for table in INDEX_TABLE_NAMES
         ]
         text = item.full_text if item.entries is not None and _has_text(item.full_text) else None
         narrative, content = (text.narrative, text.content) if text is not None else (None, None)
