@@ -163,8 +163,11 @@ async def test_a_search_in_one_process_makes_the_writes_of_another_apply_at_comm
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two stores on one file stand for two ``rofecare serve`` workers: the first one's
-    search had to wait for Patient rows, so the second one's Patient writes apply theirs."""
+    search had to wait for Patient rows, so the second one's Patient writes apply theirs.
+    (A writer reads the shared table at most every EAGER_REREAD_SECONDS: 0 here, so that
+    the second write cannot come within that time of the first.)"""
     monkeypatch.setattr(store_module, "EAGER_SECONDS", 3600.0)
+    monkeypatch.setattr(store_module, "EAGER_REREAD_SECONDS", 0.0)
     other = SqliteStore(stack.path)
     await other.open()
     try:
