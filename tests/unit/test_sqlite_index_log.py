@@ -95,6 +95,35 @@ async def test_a_write_is_logged_and_the_next_search_finds_it(stack: Stack) -> N
     assert "Patient" not in logged_types(stack)
 
 
+async def test_rows_built_on_the_event_loop_equal_the_writers_own(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first Patient's parameters have no id yet, so the writer builds its log row; the
+    second's are known, so the event loop builds it before queuing the write. Same data,
+    same rows (the full text differs: it holds each one's lastUpdated)."""
+    built: list[bool] = []
+    real = store_module.log_row
+
+    def spy(*arguments: Any) -> Any:
+        row = real(*arguments)
+        built.append(row is not None)
+        return row
+
+    monkeypatch.setattr(store_module, "log_row", spy)
+    await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
+    await stack.resources.update("Patient", "p2", patient("p2", "Okafor"))
+    assert built[0] is False  # Patient's parameters were new: left to the writer
+    assert built[-1] is True  # known by then: built on the event loop
+    columns = "idx_token, idx_string, idx_date, narrative, repeated"
+    with sqlite3.connect(f"file:{stack.path}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            f"SELECT {columns} FROM index_pending WHERE resource_type = 'Patient' ORDER BY rkey"
+        ).fetchall()
+    assert len(rows) == 2 and rows[0] == rows[1]
+    assert '"okafor","Okafor"' in rows[0][1]
+    assert await stack.ids("Patient", [("family", "okafor")]) == ["p1", "p2"]
+
+
 async def test_an_update_and_a_delete_replace_the_rows_of_the_version_before(
     stack: Stack,
 ) -> None:

@@ -19,13 +19,13 @@ here (the writer holds the database's write lock, so nobody else assigns them me
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.model.instant import to_micros
 from fhir_server.storage.base import VersionConflict, WriteRecord
-from fhir_server.storage.sqlite.index_log import LoggedIndex, log_index
+from fhir_server.storage.sqlite.index_log import LoggedIndex, LogRow, log_index
 from fhir_server.storage.sqlite.index_rows import PidFunction
 from fhir_server.storage.sqlite.rows import insert_rows
 
@@ -43,9 +43,11 @@ def write_batch(
     connection: sqlite3.Connection,
     jobs: Sequence[Sequence[WriteRecord]],
     pid: PidFunction,
+    log_rows: Mapping[int, LogRow] | None = None,
 ) -> list[BaseException | None]:
     """Persist every job whose versions check out, their index rows in the index log
-    (index_log.py); the outcome of each job, in order."""
+    (index_log.py; ``log_rows``: rows built in advance, by ``id(record)``); the outcome of
+    each job, in order."""
     state = _read_state(connection, {(r.resource_type, r.resource_id) for j in jobs for r in j})
     seq, rkey = _last_keys(connection)
     versions: list[tuple[Any, ...]] = []
@@ -93,6 +95,7 @@ def write_batch(
                 None if record.deleted else record.entries,
                 record.full_text,
                 owner.existed,
+                log_rows.get(id(record)) if log_rows else None,
             )
     if not versions:
         return outcomes

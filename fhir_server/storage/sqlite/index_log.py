@@ -24,27 +24,49 @@ resource, so applying is idempotent and order-free.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from fhir_server.search.values import FullText, IndexEntry
-from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES, PidFunction, rows_by_table
+from fhir_server.storage.sqlite.index_rows import (
+    INDEX_TABLE_NAMES,
+    KIND_OF,
+    PidFunction,
+    row_values,
+)
 from fhir_server.storage.sqlite.rows import MAX_ROWS_PER_STATEMENT, insert_rows
 from fhir_server.storage.sqlite.schema import INDEX_TABLES
 
 
 @dataclass(frozen=True)
+class LogRow:
+    """The ``index_pending`` columns of one version, without its rkey: each index table's
+    rows as JSON (``[n, pid, grp, *values]``), the full text, and the parameters it repeats.
+
+    Why apart from the write: nothing here depends on the transaction, so ``SqliteStore``
+    builds it on the event loop before queuing the write, and the writer thread, which
+    holds the database's write lock for every process, runs no Python per index row."""
+
+    tables: tuple[str | None, ...]  # in INDEX_TABLE_NAMES order
+    narrative: str | None
+    content: str | None
+    repeated: str | None
+
+
+@dataclass(frozen=True)
 class LoggedIndex:
-    """What one version leaves in the index: ``entries`` None when it is a deletion."""
+    """What one version leaves in the index: ``entries`` None when it is a deletion.
+    ``prepared``: its row built in advance (``log_row``), else built when it is logged."""
 
     rkey: int
     resource_type: str
     entries: Sequence[IndexEntry] | None
     full_text: FullText | None
     existed: bool  # its resource may have rows in the index tables already
+    prepared: LogRow | None = None
 
 
 _LOG_COLUMNS = (
@@ -77,6 +99,43 @@ def _apply_statement(table: str, columns: tuple[str, ...]) -> str:
 _APPLY = tuple(_apply_statement(table, columns) for table, columns in INDEX_TABLES.values())
 
 
+def log_row(
+    resource_type: str,
+    entries: Sequence[IndexEntry],
+    full_text: FullText | None,
+    pid: Callable[[str, str, str], int | None],
+) -> LogRow | None:
+    """The log columns of a version with ``entries``; None when ``pid`` does not know one of
+    its parameters yet (only the writer may intern a new one, inside its transaction)."""
+    by_table: dict[str, list[list[Any]]] = {}
+    repeated: set[int] = set()
+    seen: set[int] = set()
+    for number, entry in enumerate(entries):
+        kind = KIND_OF[type(entry)]
+        found = pid(resource_type, entry.param, kind)
+        if found is None:
+            return None
+        if entry.group == 0:  # two plain values of one parameter turn search_param.multiple on
+            if found in seen:
+                repeated.add(found)
+            seen.add(found)
+        row = [number, found, entry.group, *row_values(entry)]
+        by_table.setdefault(INDEX_TABLES[kind][0], []).append(row)
+    tables = tuple(
+        _json(by_table[table]) if table in by_table else None for table in INDEX_TABLE_NAMES
+    )
+    text = full_text if _has_text(full_text) else None
+    return LogRow(
+        tables,
+        text.narrative if text is not None else None,
+        text.content if text is not None else None,
+        _json(sorted(repeated)) if by_table else None,
+    )
+
+
+_NOTHING = LogRow((None,) * len(INDEX_TABLE_NAMES), None, None, None)
+
+
 def log_index(
     connection: sqlite3.Connection, items: Iterable[LoggedIndex], pid: PidFunction
 ) -> None:
@@ -85,18 +144,14 @@ def log_index(
     for item in items:
         if not item.existed and not item.entries and not _has_text(item.full_text):
             continue  # nothing to add and nothing to replace (search indexing is off)
-        by_table: dict[str, list[tuple[Any, ...]]] = {}
+        row = _NOTHING  # a deletion: applying it clears the resource's rows
         if item.entries is not None:
-            by_table = rows_by_table(item.rkey, item.resource_type, item.entries, pid)
-        tables = [
-            _json([row[1:] for row in by_table[table]]) if table in by_table else None
-            for table in INDEX_TABLE_NAMES
-        ]
-        text = item.full_text if item.entries is not None and _has_text(item.full_text) else None
-        narrative, content = (text.narrative, text.content) if text is not None else (None, None)
-        repeated = _json(sorted(_repeated(by_table))) if by_table else None
-        row = (item.rkey, item.resource_type, int(item.existed), *tables)
-        logged.append((*row, narrative, content, repeated))
+            built = item.prepared or log_row(item.resource_type, item.entries, item.full_text, pid)
+            if built is None:  # cannot happen: the writer's pid function interns them all
+                raise RuntimeError(f"a search parameter of {item.resource_type} has no id")
+            row = built
+        head = (item.rkey, item.resource_type, int(item.existed), *row.tables)
+        logged.append((*head, row.narrative, row.content, row.repeated))
     insert_rows(connection, _LOG_INSERT, logged, _LOG_REPLACE)
 
 
@@ -170,19 +225,6 @@ def clear_index(connection: sqlite3.Connection, rkeys: Sequence[int]) -> None:
         for table in INDEX_TABLE_NAMES:
             connection.execute(f"DELETE FROM {table} WHERE rkey IN ({marks})", chunk)
         connection.execute(f"DELETE FROM idx_text WHERE rowid IN ({marks})", chunk)
-
-
-def _repeated(by_table: dict[str, list[tuple[Any, ...]]]) -> set[int]:
-    """Parameters with two plain (not composite: grp 0) values in one resource: they turn
-    ``search_param.multiple`` on when applied."""
-    repeated: set[int] = set()
-    for rows in by_table.values():
-        seen: set[int] = set()
-        for row in rows:  # (rkey, n, pid, grp, *values)
-            if row[3] == 0 and row[2] in seen:
-                repeated.add(row[2])
-            seen.add(row[2])
-    return repeated
 
 
 def _json(value: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server.search.values import (
@@ -32,7 +32,7 @@ KIND_OF: dict[type, str] = {
 }
 
 
-def _values(entry: IndexEntry) -> tuple[Any, ...]:
+def row_values(entry: IndexEntry) -> tuple[Any, ...]:
     if isinstance(entry, TokenEntry):
         return (entry.system or "", entry.code, entry.display)
     if isinstance(entry, StringEntry):
@@ -60,24 +60,4 @@ PidFunction = Callable[[str, str, str], int]
 """``pid(resource_type, code, kind)``: the interned id of a search parameter."""
 
 
-def rows_by_table(
-    rkey: int,
-    resource_type: str,
-    entries: Iterable[IndexEntry],
-    pid: PidFunction,
-) -> dict[str, list[tuple[Any, ...]]]:
-    """{table: rows} for one resource; ``pid(resource_type, code, kind)`` interns params."""
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    for number, entry in enumerate(entries):
-        kind = KIND_OF[type(entry)]
-        table = INDEX_TABLES[kind][0]
-        row = (rkey, number, pid(resource_type, entry.param, kind), entry.group, *_values(entry))
-        tables.setdefault(table, []).append(row)
-    return tables
-
-
-INSERT_HEADS = {
-    table: f"INSERT INTO {table} (rkey, n, pid, grp, {', '.join(columns)})"
-    for table, columns in INDEX_TABLES.values()
-}
 INDEX_TABLE_NAMES = tuple(table for table, _ in INDEX_TABLES.values())

@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,8 +48,10 @@ from fhir_server.storage.base import (
 from fhir_server.storage.sqlite.batch import write_batch
 from fhir_server.storage.sqlite.index_log import (
     LoggedIndex,
+    LogRow,
     apply_logged,
     log_index,
+    log_row,
     logged_among,
 )
 from fhir_server.storage.sqlite.index_rows import PidFunction
@@ -88,6 +90,7 @@ ALL_TYPES = "*"
 @dataclass
 class _QueuedWrite:
     records: Sequence[WriteRecord]
+    log_rows: dict[int, LogRow]  # by id() of a record: its index log row, built in advance
     done: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
 
@@ -430,8 +433,9 @@ class SqliteStore:
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        log_rows = self._log_rows(records)
         with self._queue_lock:
-            self._queue.append(_QueuedWrite(records, done, loop))
+            self._queue.append(_QueuedWrite(records, log_rows, done, loop))
             first = len(self._queue) == 1
         if first:
             self._writer.submit(self._drain_queue)
@@ -446,8 +450,10 @@ class SqliteStore:
             return
         outcomes: list[BaseException | None]
 
+        log_rows = {key: row for job in batch for key, row in job.log_rows.items()}
+
         def run(connection: sqlite3.Connection) -> list[BaseException | None]:
-            return self._write_jobs(connection, [job.records for job in batch])
+            return self._write_jobs(connection, [job.records for job in batch], log_rows)
 
         try:
             outcomes = self._in_transaction(run)
@@ -462,8 +468,30 @@ class SqliteStore:
             self._writes_since_analyze = 0
             self._analyze()
 
+    def _log_rows(self, records: Sequence[WriteRecord]) -> dict[int, LogRow]:
+        """Event loop: the index log rows of ``records`` whose parameters all have an id
+        already (the others are built by the writer, which interns new ones). Keyed by
+        ``id(record)``: the queue holds each record until its write is settled."""
+        known = self._pid_cache.get  # updated by the writer thread only after a commit
+        rows = {}
+        for record in records:
+            if record.deleted or not (record.entries or record.full_text):
+                continue
+            row = log_row(
+                record.resource_type,
+                record.entries,
+                record.full_text,
+                lambda owner, code, _kind: known((owner, code)),
+            )
+            if row is not None:
+                rows[id(record)] = row
+        return rows
+
     def _write_jobs(
-        self, connection: sqlite3.Connection, jobs: Sequence[Sequence[WriteRecord]]
+        self,
+        connection: sqlite3.Connection,
+        jobs: Sequence[Sequence[WriteRecord]],
+        log_rows: Mapping[int, LogRow],
     ) -> list[BaseException | None]:
         """Write the jobs of one group commit; a job holding a conditional create first
         searches its condition, which must see every job before it, so the jobs queued
@@ -479,16 +507,16 @@ class SqliteStore:
                 pending.append(job)
                 continue
             if pending:
-                outcomes += self._write_batch(connection, pending, pid)
+                outcomes += self._write_batch(connection, pending, pid, log_rows)
                 pending = []
             apply_logged(connection, _condition_types(conditional))
             matched = self._condition_matched(connection, conditional, job)
             if matched is not None:
                 outcomes.append(matched)
                 continue
-            outcomes += self._write_batch(connection, [job], pid)
+            outcomes += self._write_batch(connection, [job], pid, log_rows)
         if pending:
-            outcomes += self._write_batch(connection, pending, pid)
+            outcomes += self._write_batch(connection, pending, pid, log_rows)
         eager = self._eager_types(connection, {r.resource_type for job in jobs for r in job})
         if eager:
             apply_logged(connection, eager)
