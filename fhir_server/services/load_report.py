@@ -70,9 +70,13 @@ def failure_record(
 
 
 def outcome_fields(error: FhirError) -> dict[str, Any]:
-    """The OperationOutcome in brief: its first issue, and the paths of all its issues (a
-    resource breaking the schema in three places names the three)."""
-    issue = error.issues[0]
+    """The OperationOutcome in brief: its first error, and the paths of all its issues (a
+    resource breaking the schema in three places names the three). The first error, not the
+    first issue: a Synthea Condition refused by a hospital rule also carries the warning
+    that its US Core profile is unknown, and the report named the warning as the reason."""
+    issue = next(
+        (each for each in error.issues if each.severity in ("fatal", "error")), error.issues[0]
+    )
     paths = [path for each in error.issues for path in each.expression]
     return {
         "status": error.status,
