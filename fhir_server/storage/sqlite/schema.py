@@ -164,6 +164,9 @@ STATEMENTS = (
         repeated TEXT
     )
     """,
+    # A search asks whether rows of its types wait (index_log.logged_among): without this
+    # index each ask read the whole log, 4.6 % of the CPU of loading Synthea.
+    "CREATE INDEX IF NOT EXISTS index_pending_type ON index_pending (resource_type, rkey)",
     """
     CREATE TABLE IF NOT EXISTS index_eager (
         resource_type TEXT PRIMARY KEY,
