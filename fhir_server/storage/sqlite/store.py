@@ -472,17 +472,16 @@ class SqliteStore:
         """Event loop: the index log rows of ``records`` whose parameters all have an id
         already (the others are built by the writer, which interns new ones). Keyed by
         ``id(record)``: the queue holds each record until its write is settled."""
-        known = self._pid_cache.get  # updated by the writer thread only after a commit
+        cache = self._pid_cache  # updated by the writer thread only after a commit
+
+        def known(owner: str, code: str, _kind: str) -> int | None:
+            return cache.get((owner, code))
+
         rows = {}
         for record in records:
             if record.deleted or not (record.entries or record.full_text):
                 continue
-            row = log_row(
-                record.resource_type,
-                record.entries,
-                record.full_text,
-                lambda owner, code, _kind: known((owner, code)),
-            )
+            row = log_row(record.resource_type, record.entries, record.full_text, known)
             if row is not None:
                 rows[id(record)] = row
         return rows
@@ -591,12 +590,9 @@ class SqliteStore:
 
         self._in_transaction(run)
 
-    def _apply_types(self, types: frozenset[str] | None) -> None:
-        """Writer thread: apply every logged row of ``types`` (None: all)."""
-        self._in_transaction(lambda connection: apply_logged(connection, types))
-
     def _apply_all(self) -> None:
-        self._apply_types(None)
+        """Writer thread: apply every logged row."""
+        self._in_transaction(lambda connection: apply_logged(connection))
         self._unapplied = 0
 
     def _condition_matched(
