@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fhir_server.auth.context import Access
 
@@ -49,8 +48,10 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-@dataclass(frozen=True)
-class Entity:
+class Entity(NamedTuple):
+    """A resource or patient an event names (a tuple: a read audit makes one per resource
+    read, and a frozen dataclass cost several times as much to create)."""
+
     reference: str  # "Patient/123"
     is_patient: bool = False
 
@@ -77,8 +78,8 @@ def rest_event(
     for query in queries[:MAX_QUERIES]:
         items.append(
             {
-                "type": _entity_type("2", "System Object"),
-                "role": _entity_role("24", "Query"),
+                "type": SYSTEM_OBJECT,
+                "role": QUERY_ROLE,
                 "query": base64.b64encode(query.encode()[:4096]).decode(),
             }
         )
@@ -250,30 +251,18 @@ def _entities(entities: Iterable[Entity]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     # One entity per reference; a Patient read or written is the patient entity itself.
     merged: dict[str, bool] = {}
-    for entity in entities:
-        merged[entity.reference] = merged.get(entity.reference, False) or entity.is_patient
+    for reference, is_patient in entities:
+        merged[reference] = merged.get(reference, False) or is_patient
     for reference, is_patient in merged.items():
-        entity = Entity(reference, is_patient)
         if len(items) == MAX_ENTITIES:
-            items.append(
-                {"type": _entity_type("2", "System Object"), "description": "more not listed"}
-            )
+            items.append({"type": SYSTEM_OBJECT, "description": "more not listed"})
             break
-        if entity.is_patient:
-            items.append(
-                {
-                    "what": {"reference": entity.reference},
-                    "type": _entity_type("1", "Person"),
-                    "role": _entity_role("1", "Patient"),
-                }
-            )
+        # The codings are shared by every entity: events are serialized, never changed.
+        if is_patient:
+            items.append({"what": {"reference": reference}, "type": PERSON, "role": PATIENT_ROLE})
         else:
             items.append(
-                {
-                    "what": {"reference": entity.reference},
-                    "type": _entity_type("2", "System Object"),
-                    "role": _entity_role("4", "Domain Resource"),
-                }
+                {"what": {"reference": reference}, "type": SYSTEM_OBJECT, "role": RESOURCE_ROLE}
             )
     return items
 
@@ -292,6 +281,13 @@ def _entity_role(code: str, display: str) -> dict[str, str]:
         "code": code,
         "display": display,
     }
+
+
+PERSON = _entity_type("1", "Person")
+SYSTEM_OBJECT = _entity_type("2", "System Object")
+PATIENT_ROLE = _entity_role("1", "Patient")
+RESOURCE_ROLE = _entity_role("4", "Domain Resource")
+QUERY_ROLE = _entity_role("24", "Query")
 
 
 def patient_entities(patients: Sequence[str]) -> list[Entity]:

@@ -118,3 +118,32 @@ def test_the_cache_follows_search_parameter_changes(index: SearchIndex) -> None:
         assert set(entries) == expected
     finally:
         index.use_stored([])
+
+
+def test_a_requestors_next_event_is_composed_from_the_remembered_parts(
+    index: SearchIndex,
+) -> None:
+    """The second event shares agents, source and type with the first (remembered), and
+    differs in id, time and entities: its entries are still the generic indexer's."""
+    composer = AuditEventIndexer(index)
+    first = {**_events()[0], "id": "first"}
+    composer.entries(first)
+    second = {
+        **rest_event(
+            access=ACCESS,
+            interaction="search-type",
+            action="E",
+            recorded="2026-12-04T07:30:00.000Z",
+            entities=[Entity("Patient/p9", is_patient=True), Entity("Observation/o1")],
+            queries=["/Observation?code=8867-4"],
+            source_ip="10.0.0.7",
+        ),
+        "id": "second",
+        "meta": {"versionId": "1", "lastUpdated": "2026-12-04T07:30:00.001Z"},
+    }
+    entries, text = composer.entries(second)
+    expected, expected_text = index.entries(second)
+    assert set(entries) == set(expected)
+    assert len(entries) == len(set(entries))
+    assert text is not None and expected_text is not None
+    assert set(words(text.content)) == set(words(expected_text.content))

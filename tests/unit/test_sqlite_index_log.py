@@ -26,6 +26,7 @@ from fhir_server.search.plan import (
 )
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.storage.sqlite import store as store_module
+from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
 from tests.contract.test_search_contract import BASE_URL
 from tests.contract.test_search_contract import Stack as ContractStack
 
@@ -313,3 +314,63 @@ def test_a_plan_reads_the_index_of_its_types_chains_and_includes() -> None:
     assert indexed_types(SearchPlan((), ())) is None  # a search of every type
     iterate = Include("Observation", "subject", None, reverse=False, iterate=True)
     assert indexed_types(SearchPlan(("Observation",), (), includes=(iterate,))) is None
+
+
+def logged_rows(stack: Stack) -> int:
+    """The index rows waiting in the log."""
+    counts = " + ".join(f"coalesce(json_array_length({table}), 0)" for table in INDEX_TABLE_NAMES)
+    with sqlite3.connect(f"file:{stack.path}?mode=ro", uri=True) as connection:
+        total: int = connection.execute(f"SELECT sum({counts}) FROM index_pending").fetchone()[0]
+    return total
+
+
+def audit_event(patient_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "AuditEvent",
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+        },
+        "recorded": "2026-12-03T10:00:00Z",
+        "agent": [{"who": {"display": "Dr Smith"}, "requestor": True}],
+        "source": {"observer": {"display": "Rofecare"}},
+        "entity": [{"what": {"reference": f"Patient/{patient_id}"}}],
+    }
+
+
+async def test_audit_events_wait_in_the_log_until_many_and_searches_still_see_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timed apply leaves AuditEvent rows in the log (applied in bulk, later); a search
+    of AuditEvent applies them first, as for any type; enough of them apply on their own."""
+    monkeypatch.setattr(store_module, "APPLY_DELAY_SECONDS", 0.05)
+    monkeypatch.setattr(store_module, "EAGER_SECONDS", 0.0)
+    path = tmp_path / "bulk.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        stack = Stack(store, path)
+        first = (await stack.resources.create("AuditEvent", audit_event("p1"))).version
+        monkeypatch.setattr(store_module, "BULK_APPLY_ROWS", 3 * logged_rows(stack))
+        await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
+        for _ in range(500):  # 10 s at most
+            if "Patient" not in logged_types(stack):
+                break
+            await asyncio.sleep(0.02)
+        assert logged_types(stack) == {"AuditEvent"}  # the Patient's went, not the event's
+        await asyncio.sleep(0.2)  # several timer periods: it stays
+        assert logged_types(stack) == {"AuditEvent"}
+
+        found = await stack.ids("AuditEvent", [("entity", "Patient/p1")])
+        assert found == [first.resource_id]
+        assert stack.logged() == []
+
+        for n in range(3):  # 3 events' rows reach BULK_APPLY_ROWS: applied without a search
+            await stack.resources.create("AuditEvent", audit_event(f"p{n}"))
+        for _ in range(500):
+            if not stack.logged():
+                break
+            await asyncio.sleep(0.02)
+        assert stack.logged() == []
+    finally:
+        await store.close()

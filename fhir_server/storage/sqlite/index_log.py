@@ -175,9 +175,11 @@ def apply_logged(
     connection: sqlite3.Connection,
     types: Collection[str] | None = None,
     limit: int | None = None,
+    excluding: Collection[str] = (),
 ) -> int:
-    """Move logged rows (of ``types``; None: all, at most ``limit`` resources) into the
-    index tables, within the caller's write transaction; the number of resources moved.
+    """Move logged rows (of ``types``; None: all but ``excluding``, at most ``limit``
+    resources) into the index tables, within the caller's write transaction; the number of
+    resources moved.
 
     The rows go from the log's JSON to the tables in SQL (``json_each``), so the writer
     thread spends no Python per row and holds no GIL while it works."""
@@ -188,6 +190,10 @@ def apply_logged(
             return 0
         listed = sorted(types)
         sql += f" WHERE resource_type IN ({', '.join('?' * len(listed))})"
+        args += listed
+    elif excluding:
+        listed = sorted(excluding)
+        sql += f" WHERE resource_type NOT IN ({', '.join('?' * len(listed))})"
         args += listed
     sql += " ORDER BY rkey"
     if limit is not None:

@@ -79,6 +79,14 @@ ANALYSIS_LIMIT = 1_000  # writes sharing one commit, bounding the wait of the fi
 APPLY_AT = 500
 APPLY_DELAY_SECONDS = 0.25
 APPLY_CHUNK = 250
+# AuditEvents are written all the time (every write, and every flush of the read audit) and
+# searched seldom: their rows wait in the log until this many are logged (or a search of
+# AuditEvent applies them, as for any type), then go in one chunk. Each index row is a
+# random insert, and a commit writes again every index page it touched: applied 10,000
+# rather than ~2,000 at a time, a read audit's reference rows cost about half the CPU
+# (docs/benchmarks.md, "Authentication and audit").
+BULK_APPLIED_TYPES = frozenset({"AuditEvent"})
+BULK_APPLY_ROWS = 10_000
 # A search that had to wait for logged rows of its types makes writes of those types, in
 # every process, apply their rows in their own transaction for this long: a type searched
 # while it is written keeps its index current at each commit rather than at each search.
@@ -136,6 +144,7 @@ class SqliteStore:
         self._queue_lock = threading.Lock()
         self._write_lock = ProcessWriteLock(path)  # writer thread only
         self._unapplied = 0  # writer thread only: resources logged since the log was applied
+        self._unapplied_bulk = 0  # writer thread only: the same, index rows of bulk types
         self._apply_timer: threading.Timer | None = None  # writer thread only
         # writer thread only: index_eager as last read (resource type or ALL_TYPES -> epoch
         # seconds), and when it was read (monotonic)
@@ -461,7 +470,12 @@ class SqliteStore:
             outcomes = [error] * len(batch)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.done, outcome)
-        self._unapplied += sum(len(job.records) for job in batch)
+        for job in batch:
+            for record in job.records:
+                if record.resource_type in BULK_APPLIED_TYPES:
+                    self._unapplied_bulk += len(record.entries)
+                else:
+                    self._unapplied += 1
         self._schedule_apply()
         self._writes_since_analyze += len(batch)
         if self._writes_since_analyze >= ANALYZE_EVERY_WRITES:
@@ -536,8 +550,9 @@ class SqliteStore:
         return {name for name in written if self._eager_until.get(name, 0.0) > now}
 
     def _schedule_apply(self) -> None:
-        """Writer thread, after a commit: have the log applied soon, or now if it is long."""
-        if self._unapplied >= APPLY_AT:
+        """Writer thread, after a commit: have the log applied soon, or now if it is long;
+        rows of bulk types only when they are many."""
+        if self._unapplied >= APPLY_AT or self._unapplied_bulk >= BULK_APPLY_ROWS:
             self._cancel_apply_timer()
             self._submit_apply()
         elif self._unapplied and self._apply_timer is None:
@@ -559,15 +574,19 @@ class SqliteStore:
         """Writer thread: apply one chunk of the log, and queue the next after the writes
         that arrived meanwhile."""
         self._apply_timer = None
+        bulk = self._unapplied_bulk >= BULK_APPLY_ROWS
+        excluding = () if bulk else BULK_APPLIED_TYPES
         try:
             applied = self._in_transaction(
-                lambda connection: apply_logged(connection, limit=APPLY_CHUNK)
+                lambda connection: apply_logged(connection, limit=APPLY_CHUNK, excluding=excluding)
             )
         except Exception:  # left in the log: the next search applies it, or says why not
             log.exception("The index log could not be applied now")
             return
         if applied < APPLY_CHUNK:
             self._unapplied = 0
+            if bulk:
+                self._unapplied_bulk = 0
         else:
             self._submit_apply()
 
@@ -589,11 +608,13 @@ class SqliteStore:
                 self._eager_read = -EAGER_REREAD_SECONDS  # read it again at the next commit
 
         self._in_transaction(run)
+        if types is None or not BULK_APPLIED_TYPES.isdisjoint(types):
+            self._unapplied_bulk = 0
 
     def _apply_all(self) -> None:
         """Writer thread: apply every logged row."""
         self._in_transaction(lambda connection: apply_logged(connection))
-        self._unapplied = 0
+        self._unapplied = self._unapplied_bulk = 0
 
     def _condition_matched(
         self,
