@@ -29,14 +29,23 @@ def base_url(request: Request) -> str:
     Read from the raw ASGI scope and memoized: rebuilding ``request.url`` for every response
     cost several percent of a read.
     """
+    scope = request.scope
+    known: str | None = scope.get(BASE_URL_KEY)
+    if known is not None:  # asked again for the same request (the token's audience, links)
+        return known
     settings = request.app.state.settings
     if settings.public_base_url:
         configured: str = settings.public_base_url
-        return configured.rstrip("/")
-    scope = request.scope
-    host = next((value for name, value in scope["headers"] if name == b"host"), None)
-    server = scope.get("server")
-    return _base(scope["scheme"], host, tuple(server) if server else None, settings.base_path)
+        found = configured.rstrip("/")
+    else:
+        host = next((value for name, value in scope["headers"] if name == b"host"), None)
+        server = scope.get("server")
+        found = _base(scope["scheme"], host, tuple(server) if server else None, settings.base_path)
+    scope[BASE_URL_KEY] = found
+    return found
+
+
+BASE_URL_KEY = "rofecare.base_url"  # in the ASGI scope
 
 
 _HOST = re.compile(rb"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")

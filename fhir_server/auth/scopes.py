@@ -183,6 +183,9 @@ def _merge(scopes: Iterable[ResourceScope]) -> tuple[ResourceScope, ...]:
     )
 
 
+MAX_REMEMBERED_CONTEXTS = 1_024
+
+
 @dataclass(frozen=True)
 class ScopeSet:
     """A set of granted or grantable scopes, normalized so equal sets compare equal.
@@ -194,6 +197,11 @@ class ScopeSet:
 
     resource_scopes: tuple[ResourceScope, ...] = ()
     other: frozenset[str] = field(default_factory=frozenset)  # openid, launch/patient, ...
+    # (resource type, interaction) -> contexts_for: every request asks once or twice, and a
+    # set is shared by all requests of its token.
+    _contexts: dict[tuple[str, str], frozenset[Context]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         for scope in self.other:
@@ -256,12 +264,18 @@ class ScopeSet:
         The enforcement layer confines results to the patient compartment when only
         ``patient`` grants it (https://hl7.org/fhir/R4/compartmentdefinition-patient.html).
         """
+        known = self._contexts.get((resource_type, interaction))
+        if known is not None:
+            return known
         _check_interaction(interaction)
-        return frozenset(
+        contexts = frozenset(
             scope.context
             for scope in self.resource_scopes
             if scope.covers(resource_type, interaction)
         )
+        if len(self._contexts) < MAX_REMEMBERED_CONTEXTS:  # types are the client's to name
+            self._contexts[(resource_type, interaction)] = contexts
+        return contexts
 
     def grant(self, requested: ScopeSet) -> ScopeSet:
         """The part of ``requested`` that this set (a user's roles, a client's registration)
