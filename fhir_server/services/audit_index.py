@@ -9,9 +9,10 @@ event at a time, so an event's entries are the union of the entries of three par
 AuditEvents: one holding what changes from event to event (``id``, ``meta``,
 ``recorded``), one holding the rest but the entities (the requestor's agents, the source,
 the type: the same for all of a requestor's events), and one per entity. The last two
-recur, so they are remembered. The generic indexer stays the one definition of what an
-entry is (it computes every piece, and ``rofecare reindex`` gives the same result);
-``tests/unit/test_audit_index.py`` checks the composition against it.
+recur (a requestor's reads, the server's writes), so they are remembered. The generic
+indexer stays the one definition of what an entry is (it computes every piece, and
+``rofecare reindex`` gives the same result); ``tests/unit/test_audit_index.py`` checks the
+composition against it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class AuditEventIndexer:
             self._skeletons.clear()
             self._canonical.clear()
         entities = event.get("entity")
-        if not self._index.enabled or not isinstance(entities, list) or len(entities) < 2:
+        if not self._index.enabled or not isinstance(entities, list) or not entities:
             return self._index.entries(event)
         varying = {key: value for key, value in event.items() if key in VARYING}
         del varying["entity"]

@@ -66,6 +66,13 @@ def _events() -> list[dict[str, Any]]:
             recorded="2026-12-03T06:00:00.000Z",
             entities=[Entity("Patient/p1", is_patient=True)],
         ),
+        rest_event(  # the AuditEvent of a write: one entity, the server as agent
+            access=None,
+            interaction="create",
+            action="C",
+            recorded="2026-12-03T06:00:00.000Z",
+            entities=[Entity("Practitioner/pr1")],
+        ),
         login_event(
             username="drsmith",
             client_id="rofecare-console",
@@ -78,7 +85,7 @@ def _events() -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("number", range(4))
+@pytest.mark.parametrize("number", range(5))
 def test_composed_entries_equal_the_generic_indexer(index: SearchIndex, number: int) -> None:
     event = {**_events()[number], "id": f"a{number}"}
     composer = AuditEventIndexer(index)
