@@ -26,6 +26,7 @@ import jsonschema
 from fhir_server.definitions.registry import load_schema
 from fhir_server.errors import Issue
 from fhir_server.model.resource import json_depth, json_size
+from fhir_server.validation.compiled_cache import compiled_validator
 
 MAX_REPORTED_ISSUES = 50
 # Resources larger than this (in JSON nodes) are validated on a worker thread, so that one
@@ -141,10 +142,7 @@ def _fast_validator_unlocked(resource_types: frozenset[str]) -> Callable[[dict[s
         "type": "object",
         "properties": {name: {"$ref": f"#/definitions/{name}"} for name in resource_types},
     }
-    compiled: Callable[[dict[str, Any]], Any] = fastjsonschema.compile(
-        root, detailed_exceptions=False
-    )
-    return compiled
+    return compiled_validator(root)  # compiled once per machine, not per process
 
 
 def _fast_validator(resource_types: frozenset[str]) -> Callable[[dict[str, Any]], Any]:
