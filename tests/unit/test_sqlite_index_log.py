@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,13 +267,18 @@ async def test_the_log_is_applied_in_the_background_without_any_search(
     try:
         stack = Stack(store, path)
         await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
-        for _ in range(500):  # 10 s at most
-            if not stack.logged():
-                break
-            await asyncio.sleep(0.02)
+        await settled(lambda: not stack.logged())
         assert stack.logged() == []
     finally:
         await store.close()
+
+
+async def settled(done: Callable[[], bool]) -> None:
+    """Wait for the background apply (10 s at most): the assertion after says what to see."""
+    for _ in range(500):
+        if done():
+            return
+        await asyncio.sleep(0.02)
 
 
 async def test_a_schema_5_database_opens_and_gains_the_log(tmp_path: Path) -> None:
@@ -353,10 +358,7 @@ async def test_audit_events_wait_in_the_log_until_many_and_searches_still_see_th
         first = (await stack.resources.create("AuditEvent", audit_event("p1"))).version
         monkeypatch.setattr(store_module, "BULK_APPLY_ROWS", 3 * logged_rows(stack))
         await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
-        for _ in range(500):  # 10 s at most
-            if "Patient" not in logged_types(stack):
-                break
-            await asyncio.sleep(0.02)
+        await settled(lambda: "Patient" not in logged_types(stack))
         assert logged_types(stack) == {"AuditEvent"}  # the Patient's went, not the event's
         await asyncio.sleep(0.2)  # several timer periods: it stays
         assert logged_types(stack) == {"AuditEvent"}
@@ -367,10 +369,7 @@ async def test_audit_events_wait_in_the_log_until_many_and_searches_still_see_th
 
         for n in range(3):  # 3 events' rows reach BULK_APPLY_ROWS: applied without a search
             await stack.resources.create("AuditEvent", audit_event(f"p{n}"))
-        for _ in range(500):
-            if not stack.logged():
-                break
-            await asyncio.sleep(0.02)
+        await settled(lambda: not stack.logged())
         assert stack.logged() == []
     finally:
         await store.close()
