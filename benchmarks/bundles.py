@@ -224,12 +224,15 @@ def usage(server: Server | None) -> Usage:
 # -- 1. rofecare load ----------------------------------------------------------------------------
 
 
-def bulk_load(source: Path, concurrency: int, timeout: float, work: Path) -> tuple[Part, float]:
+def bulk_load(
+    source: Path, concurrency: int, jobs: int, timeout: float, work: Path
+) -> tuple[Part, float]:
     """``rofecare load`` into a fresh data directory; (the part, the rate it printed)."""
     argv = [sys.executable, "-m", "fhir_server", "load", str(source),
-            "--data-dir", str(work / "load-data"), "--concurrency", str(concurrency)]  # fmt: skip
-    log = work / "load.log"
-    print(f"rofecare load {source} --concurrency {concurrency} ...", flush=True)
+            "--data-dir", str(work / f"load-data-{jobs}"), "--concurrency", str(concurrency),
+            "--jobs", str(jobs)]  # fmt: skip
+    log = work / f"load-{jobs}.log"
+    print(f"rofecare load {source} --concurrency {concurrency} --jobs {jobs} ...", flush=True)
     before = usage(None)
     with log.open("wb") as out:
         try:
@@ -253,7 +256,7 @@ def bulk_load(source: Path, concurrency: int, timeout: float, work: Path) -> tup
         )
     part = after.part(
         before,
-        f"`rofecare load --concurrency {concurrency}`",
+        f"`rofecare load --concurrency {concurrency} --jobs {jobs}`",
         bundles=_int(summary[1]),
         resources=_int(summary[2]),
     )
@@ -382,25 +385,32 @@ def run(args: argparse.Namespace, work: Path) -> int:
     shown = os.path.relpath(source, ROOT) if source.is_relative_to(ROOT.parent) else str(source)
     dataset = files.describe(shown)
     print(f"{dataset.bundles} Bundles, {dataset.resources:,} resources in {source}", flush=True)
-    load, own_rate = bulk_load(source, args.concurrency, args.load_timeout, work)
-    print(f"  {load.resources:,} resources in {load.seconds:.1f} s", flush=True)
+    loads, own_rates = [], []
+    for jobs in args.jobs:
+        load, own_rate = bulk_load(source, args.concurrency, jobs, args.load_timeout, work)
+        print(f"  {load.resources:,} resources in {load.seconds:.1f} s", flush=True)
+        loads.append(load)
+        own_rates.append(own_rate)
     port = args.port or free_port()
     http = http_load(files, args.workers, args.clients, port, args.timeout, work)
     patients, whole = http[-2], http[-1]
     warnings = []
-    if load.resources != dataset.resources:
-        warnings.append(
-            f"`rofecare load` counted {load.resources:,} resources, the files hold"
-            f" {dataset.resources:,}"
-        )
-    verdicts = targets(load, whole)
+    for load in loads:
+        if load.resources != dataset.resources:
+            warnings.append(
+                f"{load.name} counted {load.resources:,} resources, the files hold"
+                f" {dataset.resources:,}"
+            )
+    verdicts = targets(loads, whole)
     machine = docs_page.machine(work)
     print()
-    print(console_table([load, *http]))
+    print(console_table([*loads, *http]))
     print()
     print(f"patient transaction Bundles ({patients.bundles}, one POST each): {latencies(patients)}")
-    print(f"rofecare load's own figure (from the start of loading): {own_rate:,.0f} resources/s")
-    loud = noisy([load, *http])
+    for jobs, own_rate in zip(args.jobs, own_rates, strict=True):
+        print(f"rofecare load --jobs {jobs}, its own figure (from the start of loading):"
+              f" {own_rate:,.0f} resources/s")  # fmt: skip
+    loud = noisy([*loads, *http])
     if loud:
         print(f"other programs used the CPU during {', '.join(loud)}: noisy figures")
     print()
@@ -420,8 +430,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 workers=args.workers,
                 clients=args.clients,
                 dataset=dataset,
-                load=load,
-                load_own_rate=own_rate,
+                jobs=args.jobs,
+                loads=loads,
+                load_own_rates=own_rates,
                 http=http,
                 patients=patients,
                 targets=verdicts,
@@ -440,11 +451,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _job_counts(text: str) -> list[int]:
+    return [_positive(part) for part in text.split(",")]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=SYNTHEA, help="the Synthea folder")
     parser.add_argument(
         "--concurrency", type=_positive, default=4, help="rofecare load --concurrency (4)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_job_counts,
+        default=[1, 2],
+        help="rofecare load --jobs, one run per value, comma-separated (1,2)",
     )
     parser.add_argument("--workers", type=_positive, default=1, help="rofecare serve --workers (1)")
     parser.add_argument(

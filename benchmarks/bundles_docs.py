@@ -77,8 +77,9 @@ class BundlesRun:
     workers: int
     clients: int
     dataset: Dataset
-    load: Part
-    load_own_rate: float  # the rate ``rofecare load`` prints (its clock starts after start-up)
+    jobs: list[int]  # rofecare load --jobs, one run each
+    loads: list[Part]  # one per --jobs value
+    load_own_rates: list[float]  # the rates ``rofecare load`` printed (from after start-up)
     http: list[Part]  # the phases, then the patient transactions, then the whole load
     patients: Part  # the patient transaction Bundles (conditional/ and selfcontained/)
     targets: list[tuple[str, str, str]]  # (target, measured, verdict)
@@ -86,10 +87,12 @@ class BundlesRun:
     machine: list[tuple[str, str]]
 
 
-def targets(load: Part, http: Part) -> list[tuple[str, str, str]]:
-    """Issue 4: >= 2,000 resources/s with full validation and indexing, both ways."""
+def targets(loads: list[Part], http: Part) -> list[tuple[str, str, str]]:
+    """Issue 4: >= 2,000 resources/s with full validation and indexing, both ways (the
+    loader's fastest run)."""
     lines = []
-    for label, part in (("`rofecare load`", load), ("Bundles over HTTP", http)):
+    load = max(loads, key=lambda part: part.rate)
+    for label, part in ((load.name, load), ("Bundles over HTTP", http)):
         verdict = "met" if part.rate >= TARGET_RATE else "NOT MET"
         lines.append((f"{label} >= {TARGET_RATE:,.0f} resources/s", f"{part.rate:,.0f}/s", verdict))
     return lines
@@ -154,6 +157,10 @@ def render(run: BundlesRun) -> str:
     smallest, median, largest = data.patient_entries
     phases = "; ".join(f"{name}: {bundles} ({n:,} resources)" for name, bundles, n in data.phases)
     counts = ", ".join(f"{kind} {n:,}" for kind, n in data.counts.items())
+    own_rates = ", ".join(
+        f"{rate:,.0f}/s with --jobs {jobs}"
+        for jobs, rate in zip(run.jobs, run.load_own_rates, strict=True)
+    )
     out = [
         HEADING,
         "",
@@ -167,7 +174,9 @@ def render(run: BundlesRun) -> str:
         "python benchmarks/bundles.py --write-docs   # ... and rewrites this section",
         "```",
         "",
-        "Options: `--concurrency` (of `rofecare load`, 4), `--workers` (of `rofecare serve`, 1),",
+        "Options: `--jobs` (of `rofecare load`, a run each: 1,2), `--concurrency` (of"
+        " `rofecare load`, 4),",
+        "`--workers` (of `rofecare serve`, 1),",
         "`--clients` (concurrent HTTP clients, 4), `--source`, `--timeout` (seconds per POST),",
         "`--load-timeout`, `--port`, `--keep` (keep the temporary data directories).",
         "",
@@ -179,10 +188,12 @@ def render(run: BundlesRun) -> str:
         " `synchronous=FULL`, every resource validated against the R4 schema and indexed for"
         " search (`ROFECARE_SEARCH_INDEXING=true`).",
         f"- **`rofecare load`**: `rofecare load {data.source} --data-dir DIR --concurrency"
-        f" {run.concurrency}` as a subprocess: resources/s is the resources its summary counts"
-        " over the wall time of the command (start-up and the schema compile included; its own"
-        f" figure, timed from the start of loading, was {run.load_own_rate:,.0f}/s). It must"
-        " exit 0 with 0 failed.",
+        f" {run.concurrency} --jobs J` as a subprocess, once for each J in"
+        f" {', '.join(map(str, run.jobs))} (`--jobs 1` runs the Bundles in the loader's own"
+        " process, `--jobs 2` in two worker processes): resources/s is the resources its"
+        " summary counts over the wall time of the command (start-up included; its own"
+        f" figures, timed from the start of loading, were {own_rates}). It must exit 0 with 0"
+        " failed.",
         f"- **Bundles over HTTP**: `rofecare serve --workers {run.workers}`, started and"
         " ready before the clock starts; each Bundle is one `POST /fhir` on its own"
         " connection. The prerequisite `batch` Bundles go first, one at a time, then the"
@@ -203,12 +214,12 @@ def render(run: BundlesRun) -> str:
         "",
         "| part | " + " | ".join(title for title, _ in COLUMNS) + " |",
         "|---|" + "--:|" * len(COLUMNS),
-        *["| " + " | ".join(cells(part)) + " |" for part in [run.load, *run.http]],
+        *["| " + " | ".join(cells(part)) + " |" for part in [*run.loads, *run.http]],
         "",
         f"A typical Synthea patient transaction ({median:,} entries, {run.patients.bundles}"
         f" Bundles): {latencies(run.patients)}.",
     ]
-    loud = noisy([run.load, *run.http])
+    loud = noisy([*run.loads, *run.http])
     if loud:
         out += ["", f"Other programs used the CPU during {', '.join(loud)}: noisy figures."]
     out += ["", "| target (full validation and indexing) | measured | |", "|---|--:|---|"]

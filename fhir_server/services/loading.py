@@ -36,11 +36,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Protocol
 
 from fhir_server.errors import FhirError
 from fhir_server.search.plan import SearchPlan
-from fhir_server.services.bundles import BundleOutcome, BundleService, EntryOutcome
+from fhir_server.services.bundles import BundleOutcome, EntryOutcome
 from fhir_server.services.load_ledger import Ledger
 from fhir_server.services.load_report import (
     ENTRY_PATH,
@@ -85,6 +85,13 @@ class LoadSummary:
         return self.loaded / self.seconds if self.seconds else 0.0
 
 
+class RunsBundles(Protocol):
+    """``BundleService``, in this process, or ``load_workers.WorkerPool``, which runs the
+    same code in worker processes (``rofecare load --jobs``)."""
+
+    async def process(self, bundle: Any, *, base_url: str) -> BundleOutcome: ...
+
+
 @dataclass(frozen=True)
 class Work:
     unit: Unit
@@ -107,7 +114,7 @@ class Waiting:
 class Loader:
     def __init__(
         self,
-        bundles: BundleService,
+        bundles: RunsBundles,
         ledger: Ledger,
         report: Report,
         walk: Walk,
@@ -335,7 +342,7 @@ class Loader:
 
 
 async def load(
-    bundles: BundleService,
+    bundles: RunsBundles,
     store: ResourceStore,
     walk: Walk,
     paths: Sequence[Path],

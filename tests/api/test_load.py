@@ -214,8 +214,14 @@ def test_a_folder_of_every_kind_of_input_loads(
         assert client.get(f"/fhir/{obs['subject']['reference']}").status_code == 200
 
 
+JOBS = pytest.mark.parametrize("jobs", ["1", "2"], ids=["in-process", "two-workers"])
+"""``--jobs 2`` runs the bundles in worker processes (fhir_server/load_workers.py): the
+outcome, the report and the waiting for data must be the same as in process."""
+
+
+@JOBS
 def test_failures_are_reported_where_they_are_and_the_rest_loads(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
 ) -> None:
     source, data = tmp_path / "in", tmp_path / "data"
     (source / "broken").mkdir(parents=True)
@@ -256,7 +262,7 @@ def test_failures_are_reported_where_they_are_and_the_rest_loads(
     )
     missing = tmp_path / "missing.json"
 
-    status, stderr = load(capsys, source, missing, "--data-dir", data)
+    status, stderr = load(capsys, source, missing, "--data-dir", data, "--jobs", jobs)
 
     assert status == 1
     # loaded: 2 of the batch, lines 1 and 6; failed: 1 + 3 (the transaction) + 3 lines +
@@ -341,8 +347,9 @@ def test_a_ledger_for_a_deleted_store_is_not_trusted(
     assert summary(stderr)["created"] == 3
 
 
+@JOBS
 def test_a_bundle_waits_for_the_resources_its_conditional_references_name(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
 ) -> None:
     """Patients sort before the practitioners they reference; a later folder creates the
     same practitioner again. The patient waits until its own folder is read, so it loads
@@ -362,7 +369,7 @@ def test_a_bundle_waits_for_the_resources_its_conditional_references_name(
     )
     write(source / "b" / "duplicates.json", bundle("transaction", [post(practitioner("111"))]))
 
-    status, stderr = load(capsys, source, "--data-dir", data, "--concurrency", "3")
+    status, stderr = load(capsys, source, "--data-dir", data, "--concurrency", "3", "--jobs", jobs)
 
     assert status == 0, stderr
     assert summary(stderr) == dict(created=7, updated=0, unchanged=0, skipped=0, failed=0)
@@ -414,15 +421,19 @@ def test_exit_status_and_options(tmp_path: Path, capsys: pytest.CaptureFixture[s
     status, stderr = load(capsys, explicit, "--data-dir", data, "--report", report)
     assert status == 1
     assert json.loads(report.read_text())["code"] == "rofecare-2603"
-    with pytest.raises(SystemExit) as usage:
-        main(["load", str(good), "--concurrency", "0"])
-    assert usage.value.code == 2
+    for option in ("--concurrency", "--jobs"):
+        with pytest.raises(SystemExit) as usage:
+            main(["load", str(good), option, "0"])
+        assert usage.value.code == 2
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+@JOBS
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path, jobs: str) -> None:
     """Lines without ids are plain POSTs: loaded twice they would be duplicates, lost they
-    would be missing. After an interrupted run and a resumed one, each is there once."""
+    would be missing. After an interrupted run and a resumed one, each is there once. With
+    workers, the Ctrl-C goes to the whole process group, as at a terminal: the workers
+    ignore it and finish what they were given, and the loader records it."""
     source, data = tmp_path / "patients.ndjson", tmp_path / "data"
     lines = 5_000
     write_ndjson(source, [patient(name=[{"family": f"N{n}"}]) for n in range(lines)])
@@ -435,16 +446,18 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
         "--data-dir",
         str(data),
         "--concurrency",
-        "1",
+        jobs,
+        "--jobs",
+        jobs,
     ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     ledger = data / "load-ledger.sqlite3"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if ledger.exists() and _rows(ledger) >= 1:
             break
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole group
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Interrupted: run the same command again to resume" in stderr

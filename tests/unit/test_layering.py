@@ -27,6 +27,7 @@ LAYERS: dict[str, float] = {
     "fhir_server.services": 5,
     "fhir_server.api": 6,
     "fhir_server.app": 7,
+    "fhir_server.load_workers": 7.2,
     "fhir_server.cli_identity": 7.5,
     "fhir_server.cli": 8,
     "fhir_server.__main__": 9,
