@@ -196,7 +196,8 @@ def render(run: BundlesRun) -> str:
         " failed.",
         f"- **Bundles over HTTP**: `rofecare serve --workers {run.workers}`, started and"
         " ready before the clock starts; each Bundle is one `POST /fhir` on its own"
-        " connection. The prerequisite `batch` Bundles go first, one at a time, then the"
+        " connection. The prerequisite `batch` Bundles go first, together (they name"
+        " nothing of each other), then the"
         f" `conditional/` patient transactions with {run.clients} concurrent clients, then"
         " `selfcontained/` (they create the same hospitals again with plain POSTs; loaded"
         " earlier, they would make the conditional references ambiguous, 412). Resources/s"

@@ -269,3 +269,83 @@ async def test_a_guard_tolerates_the_matches_its_rule_judged_harmless_until_they
     await store.write([changed])  # "a" changed: what was judged of it no longer holds
     with pytest.raises(GuardViolated):
         await store.write([replace(record("c", 1), guards=(tolerant,))])
+
+
+# -- conditions checked inside one group commit ----------------------------------------------
+# Writes submitted together are committed together (SQLite's group commit); a condition or a
+# guard must see every write submitted before it, written or only queued, and none that was
+# refused. asyncio.gather submits in order; how many share a commit does not change the answer.
+
+
+def conditional(resource_id: str, room: str, *, tokens: tuple[TokenEntry, ...] = ()) -> WriteRecord:
+    """A create of ``resource_id`` unless a current Patient holds ``room``."""
+    plan = SearchPlan(("Patient",), ((identifier("urn:room", room),),))
+    return replace(record(resource_id, 1, tokens=tokens), unless_exists=plan)
+
+
+def room(value: str) -> TokenEntry:
+    return TokenEntry("identifier", "urn:room", value)
+
+
+async def outcomes(store: ResourceStore, *writes: list[WriteRecord]) -> list[str]:
+    done = await asyncio.gather(*(store.write(w) for w in writes), return_exceptions=True)
+    return [type(outcome).__name__ if outcome else "written" for outcome in done]
+
+
+async def test_of_simultaneous_conditional_creates_of_one_thing_exactly_one_creates(
+    store: ResourceStore,
+) -> None:
+    writes = [[conditional(f"p{n}", "401", tokens=(room("401"),))] for n in range(8)]
+
+    answers = await outcomes(store, *writes)
+
+    assert answers.count("written") == 1
+    assert set(answers) == {"written", "ConditionMatched"}
+    assert (await store.check()) == []
+
+
+async def test_a_condition_sees_the_changes_and_deletions_submitted_before_it(
+    store: ResourceStore,
+) -> None:
+    await store.write([record("moving", 1, tokens=(room("501"),))])
+    await store.write([record("leaving", 1, tokens=(room("502"),))])
+
+    answers = await outcomes(
+        store,
+        [record("moving", 2, tokens=(room("503"),))],  # gives up 501, takes 503
+        [record("leaving", 2, deleted=True)],  # gives up 502
+        [conditional("new-501", "501")],
+        [conditional("new-502", "502")],
+        [conditional("new-503", "503")],
+    )
+
+    assert answers == ["written", "written", "written", "written", "ConditionMatched"]
+
+
+async def test_a_refused_write_submitted_before_a_condition_does_not_count(
+    store: ResourceStore,
+) -> None:
+    await store.write([record("taken", 1)])
+
+    answers = await outcomes(
+        store,
+        [record("taken", 1, tokens=(room("601"),))],  # a create of an existing id: refused
+        [record("stale", 3, tokens=(room("602"),))],  # a stale update of nothing: refused
+        [conditional("new-601", "601")],
+        [conditional("new-602", "602")],
+    )
+
+    assert answers == ["VersionConflict", "VersionConflict", "written", "written"]
+    by_room = SearchPlan(("Patient",), ((identifier("urn:room", "601"),),))
+    assert [v.resource_id for v in (await store.search(by_room)).matches] == []
+
+
+async def test_a_guard_sees_the_writes_submitted_before_it(store: ResourceStore) -> None:
+    answers = await outcomes(
+        store,
+        [record("holder", 1, tokens=(room("701"),))],
+        [guarded("rival", 1, "701")],
+        [guarded("alone", 1, "702")],
+    )
+
+    assert answers == ["written", "GuardViolated", "written"]

@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 
 from fhir_server.errors import SearchTooLong, StoreUnavailable
 from fhir_server.model.instant import to_micros
-from fhir_server.search.plan import SearchPlan, indexed_types
+from fhir_server.search.plan import (
+    IdMatch,
+    Predicate,
+    SearchPlan,
+    StringMatch,
+    TokenMatch,
+    indexed_types,
+)
 from fhir_server.storage.base import (
     ConditionMatched,
     CurrentPage,
@@ -43,9 +50,11 @@ from fhir_server.storage.base import (
     IndexRecord,
     SearchPage,
     StoredVersion,
+    WriteGuard,
     WriteRecord,
 )
 from fhir_server.storage.sqlite.batch import write_batch
+from fhir_server.storage.sqlite.fresh_writes import FreshWrites, Match, judged
 from fhir_server.storage.sqlite.index_log import (
     LoggedIndex,
     LogRow,
@@ -73,6 +82,8 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 MAX_GROUP_COMMIT = 64
 ANALYZE_EVERY_WRITES = 20_000
 ANALYSIS_LIMIT = 1_000  # writes sharing one commit, bounding the wait of the first
+LOOKUP_COUNT = 100  # matches a lookup may ask for, and run on the event loop (_is_lookup)
+LOOKUP_STEPS = 100  # thousands of SQLite VM steps it may take there (a few milliseconds)
 # The index log (index_log.py) is applied when this many resources were logged by this
 # process, or this long after the first of them, a chunk per transaction so that writes
 # queued meanwhile wait for one chunk at most.
@@ -334,6 +345,10 @@ class SqliteStore:
         """Run ``plan`` in one read snapshot in which the index log holds no rows of the
         types it reads: if it does, they are applied first (index_log.py)."""
         types = indexed_types(plan)
+        if _is_lookup(plan):
+            page = self._lookup_on_loop(plan, types)
+            if page is not None:
+                return page
 
         def run() -> SearchPage:
             connection = self._connection()
@@ -351,6 +366,40 @@ class SqliteStore:
             return self._writer.submit(self._search_applied, plan, types).result()
 
         return await self._on_reader(run)
+
+    def _lookup_on_loop(self, plan: SearchPlan, types: frozenset[str] | None) -> SearchPage | None:
+        """A lookup (``_is_lookup``: a conditional create's, a rule's) on the event loop's
+        own connection, as point reads are; None when it cannot run there (rows of its
+        types wait in the log, a lock, or more work than a lookup takes), and the caller
+        runs it as any other search.
+
+        Why: on a reader thread each of its statements gave the GIL away and waited to
+        take it back from a busy event loop, so a batch of conditional creates ran at
+        half the rate of plain ones (docs/benchmarks.md); here it costs ~0.1 ms of SQLite.
+        The step budget bounds how long it may hold the loop."""
+        connection = self._loop_connection()
+        calls = 0
+
+        def over_budget() -> int:  # SQLite calls this every thousand VM steps
+            nonlocal calls
+            calls += 1
+            return int(calls > LOOKUP_STEPS)
+
+        try:
+            connection.execute("BEGIN")
+        except sqlite3.OperationalError:  # a lock: run it on a reader
+            return None
+        connection.set_progress_handler(over_budget, 1_000)
+        try:
+            if logged_among(connection, types):
+                return None
+            return SqliteSearch(connection, self._resolver(connection)).run(plan)
+        except sqlite3.OperationalError:  # interrupted, or busy: run it on a reader
+            return None
+        finally:
+            connection.set_progress_handler(None, 0)
+            if connection.in_transaction:  # read only: ends the snapshot
+                connection.execute("ROLLBACK")
 
     def _run_search(
         self, connection: sqlite3.Connection, plan: SearchPlan, *, remember: bool = True
@@ -506,30 +555,66 @@ class SqliteStore:
         jobs: Sequence[Sequence[WriteRecord]],
         log_rows: Mapping[int, LogRow],
     ) -> list[BaseException | None]:
-        """Write the jobs of one group commit; a job holding a conditional create first
-        searches its condition, which must see every job before it, so the jobs queued
-        before it are written first."""
+        """Write the jobs of one group commit. A job holding a conditional create or a
+        guard first checks it, and the check must see every job before it.
+
+        The check reads the index, whose rows wait in the log (index_log.py). Rows logged
+        before this transaction are applied once per type (``applied``). The jobs of this
+        transaction, written (``written``: their rows are in the log) or queued for the
+        next ``write_batch`` (``queued``), are judged from their own entries when the
+        condition has a shape ``entry_match`` judges; only a match among the queued ones,
+        which may still be refused, makes them be written first and the check run again.
+        Otherwise, as for every conditional write before: the queued jobs are written, the
+        log applied and the index asked. Why: each apply and each ``write_batch`` is a
+        handful of statements, and each statement of this thread waits for the GIL that
+        the event loop holds; a batch of conditional creates paid both per create."""
         pid = self._pid_function(connection)
-        outcomes: list[BaseException | None] = []
-        pending: list[Sequence[WriteRecord]] = []
-        for job in jobs:
+        outcomes: list[BaseException | None] = [None] * len(jobs)
+        waiting: list[int] = []  # the jobs queued, in order
+        queued, written = FreshWrites(), FreshWrites()
+        applied: set[str] = set()
+
+        def flush() -> None:
+            batch = [jobs[index] for index in waiting]
+            if batch:
+                results = self._write_batch(connection, batch, pid, log_rows)
+                written.add(batch, results)
+                for index, result in zip(waiting, results, strict=True):
+                    outcomes[index] = result
+            waiting.clear()
+            queued.clear()
+
+        for index, job in enumerate(jobs):
             conditional = [
                 record for record in job if record.unless_exists is not None or record.guards
             ]
-            if not conditional:
-                pending.append(job)
-                continue
-            if pending:
-                outcomes += self._write_batch(connection, pending, pid, log_rows)
-                pending = []
-            apply_logged(connection, _condition_types(conditional))
-            matched = self._condition_matched(connection, conditional, job)
+            matched: BaseException | None = None
+            if conditional:
+                types = _condition_types(conditional)
+                if types is None or not judged(conditional):
+                    flush()
+                    apply_logged(connection, types)
+                    matched, _ = self._condition_matched(connection, conditional, job, None, None)
+                else:
+                    if not types <= applied:
+                        apply_logged(connection, types - applied)
+                        applied.update(types)
+                    if not queued.only_creates(types):
+                        flush()
+                    matched, provisional = self._condition_matched(
+                        connection, conditional, job, written, queued
+                    )
+                    if provisional:
+                        flush()
+                        matched, _ = self._condition_matched(
+                            connection, conditional, job, written, queued
+                        )
             if matched is not None:
-                outcomes.append(matched)
-                continue
-            outcomes += self._write_batch(connection, [job], pid, log_rows)
-        if pending:
-            outcomes += self._write_batch(connection, pending, pid, log_rows)
+                outcomes[index] = matched
+            else:
+                waiting.append(index)
+                queued.queue(job)
+        flush()
         eager = self._eager_types(connection, {r.resource_type for job in jobs for r in job})
         if eager:
             apply_logged(connection, eager)
@@ -621,26 +706,48 @@ class SqliteStore:
         connection: sqlite3.Connection,
         records: Sequence[WriteRecord],
         job: Sequence[WriteRecord],
-    ) -> ConditionMatched | GuardViolated | None:
+        written: FreshWrites | None,
+        queued: FreshWrites | None,
+    ) -> tuple[ConditionMatched | GuardViolated | None, bool]:
         """The first condition or guard of ``records`` (of ``job``) that a current
-        resource breaks; the job's own resources do not count against its guards."""
+        resource breaks, and whether only a ``queued`` write breaks it; the job's own
+        resources do not count against its guards. ``written``: this transaction's writes
+        whose rows may still be in the log (None: the log was applied for these plans)."""
         search = SqliteSearch(connection, self._resolver(connection, remember=False))
-        written = {(record.resource_type, record.resource_id) for record in job}
+        own = {(record.resource_type, record.resource_id) for record in job}
+
+        def found(plan: SearchPlan, limit: int) -> tuple[list[Match], list[Match]]:
+            """Up to ``limit`` current matches (more when some are fresh), and the queued."""
+            stale = written.keys(plan) if written is not None else set()
+            page = search.run(replace(plan, count=limit + len(stale), total="none"))
+            settled = [
+                (match.resource_type, match.resource_id, match.version_id)
+                for match in page.matches
+                if (match.resource_type, match.resource_id) not in stale
+            ]
+            if written is not None:
+                settled += written.matching(plan)
+            return settled, queued.matching(plan) if queued is not None else []
+
         for record in records:
             if record.unless_exists is not None:
-                plan = replace(record.unless_exists, count=1, total="none")
-                if search.run(plan).matches:
-                    return ConditionMatched(record.resource_type, record.resource_id)
+                settled, pending = found(record.unless_exists, 1)
+                if settled or pending:
+                    breach = ConditionMatched(record.resource_type, record.resource_id)
+                    return breach, not settled
             for guard in record.guards:
-                limit = len(written) + len(guard.tolerated) + 1
-                plan = replace(guard.plan, count=limit, total="none")
-                if any(
-                    (match.resource_type, match.resource_id) not in written
-                    and guard.counts(match.resource_type, match.resource_id, match.version_id)
-                    for match in search.run(plan).matches
-                ):
-                    return GuardViolated(guard, record.resource_type, record.resource_id)
-        return None
+
+                def counted(matches: list[Match], guard: WriteGuard = guard) -> bool:
+                    return any(
+                        (kind, name) not in own and guard.counts(kind, name, version)
+                        for kind, name, version in matches
+                    )
+
+                settled, pending = found(guard.plan, len(own) + len(guard.tolerated) + 1)
+                if counted(settled) or counted(pending):
+                    breach_guard = GuardViolated(guard, record.resource_type, record.resource_id)
+                    return breach_guard, not counted(settled)
+        return None, False
 
     def _analyze(self) -> None:
         """Refresh the statistics SQLite's planner chooses indexes by (sampled, so it takes
@@ -765,6 +872,28 @@ async def _unavailable_on_error(pending: Awaitable[T]) -> T:
             "The database is busy or unavailable; retry shortly",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from error
+
+
+def _is_lookup(plan: SearchPlan) -> bool:
+    """A search for a few resources by equality (token with a code, ``_id``, exact string):
+    what conditional writes and the hospital's rules ask, answered from one index range."""
+    return (
+        0 < plan.count <= LOOKUP_COUNT
+        and plan.total == "none"
+        and plan.cursor is None
+        and not plan.includes
+        and not plan.sort
+        and bool(plan.where)
+        and all(_is_equality(predicate) for anyof in plan.where for predicate in anyof)
+    )
+
+
+def _is_equality(predicate: Predicate) -> bool:
+    if isinstance(predicate, TokenMatch):
+        return predicate.code is not None
+    if isinstance(predicate, StringMatch):
+        return predicate.mode == "exact"
+    return isinstance(predicate, IdMatch)
 
 
 def _condition_types(records: Sequence[WriteRecord]) -> frozenset[str] | None:
