@@ -190,7 +190,7 @@ def render(run: BundlesRun) -> str:
         f"- **`rofecare load`**: `rofecare load {data.source} --data-dir DIR --concurrency"
         f" {run.concurrency} --jobs J` as a subprocess, once for each J in"
         f" {', '.join(map(str, run.jobs))} (`--jobs 1` runs the Bundles in the loader's own"
-        " process, `--jobs 2` in two worker processes): resources/s is the resources its"
+        " process, `--jobs 2` in it and in one worker process): resources/s is the resources its"
         " summary counts over the wall time of the command (start-up included; its own"
         f" figures, timed from the start of loading, were {own_rates}). It must exit 0 with 0"
         " failed.",

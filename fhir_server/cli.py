@@ -145,6 +145,10 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         f"http://{settings.host}:{settings.port}{settings.base_path}"
     )
     core = build_core(settings)
+    # This process runs a share of the Bundles; the others boot while it counts the files.
+    starting = WorkerPool(settings, args.jobs - 1, local=core.bundles) if args.jobs > 1 else None
+    if starting is not None:
+        starting.launch()
     pool: WorkerPool | None = None
     stop = asyncio.Event()
     main_task = asyncio.current_task()
@@ -166,13 +170,17 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
-    await core.store.open()
+    try:
+        await core.store.open()
+    except BaseException:
+        if starting is not None:
+            starting.abort()
+        raise
     try:
         await core.service.reload_search_parameters()
         counting = asyncio.ensure_future(asyncio.to_thread(walk.count, paths))
         try:
-            if args.jobs > 1:  # the workers start while the files are counted
-                starting = WorkerPool(settings, args.jobs)
+            if starting is not None:
                 await starting.start()
                 pool = starting
             total = await counting
@@ -203,6 +211,8 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         report.close()
         if pool is not None:
             await pool.close()
+        elif starting is not None:  # stopped before loading: never used
+            starting.abort()
         await core.store.close()
     main_task.uncancel()
     print(
@@ -291,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_positive,
         default=1,
-        help="worker processes that run the bundles (default 1: this process); "
+        help="processes that run the bundles: this one and JOBS - 1 workers (default 1); "
         "one per core makes a large load faster",
     )
     loader.add_argument(

@@ -14,6 +14,7 @@ import pytest
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.load_workers import WorkerFailed, WorkerPool
+from fhir_server.services.bundles import BundleOutcome
 from tests.api.conftest import make_client, patient
 
 BASE_URL = "http://rofecare.test/fhir"
@@ -26,6 +27,12 @@ def settings(data: Path) -> Settings:
 def batch(resources: list[dict[str, Any]]) -> dict[str, Any]:
     entries = [{"resource": r, "request": {"method": "POST", "url": "Patient"}} for r in resources]
     return {"resourceType": "Bundle", "type": "batch", "entry": entries}
+
+
+def kept_its_body(outcome: BundleOutcome) -> bool:
+    write = outcome.entries[0].write
+    assert write is not None
+    return write.version.body is not None
 
 
 def workers() -> list[multiprocessing.process.BaseProcess]:
@@ -99,3 +106,27 @@ async def test_a_worker_that_dies_fails_its_bundles_in_flight_and_nothing_hangs(
             await pool.process(batch([patient()]), base_url=BASE_URL)
     finally:
         await asyncio.wait_for(pool.close(), 30)
+
+
+async def test_this_process_takes_a_share_of_the_bundles(tmp_path: Path) -> None:
+    """``--jobs 2``: this process and one worker. Two Bundles at once go one each way; the
+    one run here keeps its stored bodies, the worker's come back without."""
+    from fhir_server.app import build_core
+
+    core = build_core(settings(tmp_path / "data"))
+    await core.store.open()
+    pool = WorkerPool(settings(tmp_path / "data"), 1, local=core.bundles)
+    await pool.start()
+    try:
+        assert len(workers()) == 1
+        first, second = await asyncio.gather(
+            pool.process(batch([patient()]), base_url=BASE_URL),
+            pool.process(batch([patient()]), base_url=BASE_URL),
+        )
+    finally:
+        await pool.close()
+        await core.store.close()
+
+    assert sorted(map(kept_its_body, (first, second))) == [False, True]
+    with make_client(tmp_path / "data") as client:
+        assert client.get("/fhir/Patient?_summary=count").json()["total"] == 2
