@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,9 @@ import uvicorn
 from fhir_server import __version__
 from fhir_server.cli_identity import add_commands
 from fhir_server.config import Settings
+from fhir_server.errors import FhirError
+from fhir_server.storage.base import ResourceStore
+from fhir_server.storage.sqlite.store import SchemaMismatch
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -94,7 +98,8 @@ async def _run_reindex(settings: Settings) -> int:
     from fhir_server.services.reindex import count_current, reindex
 
     core = build_core(settings)
-    await core.store.open()
+    if not await _opened(core.store, settings.store_description()):
+        return 1
     try:
         await core.service.reload_search_parameters()
         total = await count_current(core.store)
@@ -170,12 +175,14 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
+    opened = False
     try:
-        await core.store.open()
-    except BaseException:
-        if starting is not None:
+        opened = await _opened(core.store, store_identity)
+    finally:
+        if starting is not None and not opened:  # the workers are of no use
             starting.abort()
-        raise
+    if not opened:
+        return 1
     try:
         await core.service.reload_search_parameters()
         counting = asyncio.ensure_future(asyncio.to_thread(walk.count, paths))
@@ -236,6 +243,18 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Interrupted: run the same command again to resume{waiting}", file=sys.stderr)
         return 130
     return 1 if summary.failed else 0
+
+
+async def _opened(store: ResourceStore, description: str) -> bool:
+    """Open ``store``, or say why it cannot be opened: a damaged or foreign file, a schema
+    of another Rofecare, an unreachable server, a directory it may not write to. A command
+    line tool answers these in one line, not with a traceback."""
+    try:
+        await store.open()
+    except (sqlite3.DatabaseError, SchemaMismatch, FhirError, OSError) as error:
+        print(f"Cannot open the store {description}: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _positive(text: str) -> int:

@@ -100,7 +100,8 @@ class WorkerPool:
             raise
 
     async def process(self, bundle: Any, *, base_url: str) -> BundleOutcome:
-        worker = min(self._workers, key=lambda candidate: candidate.in_flight, default=None)
+        alive = [worker for worker in self._workers if worker.alive]
+        worker = min(alive, key=lambda candidate: candidate.in_flight, default=None)
         local = self._local
         if local is not None and (worker is None or self._local_in_flight <= worker.in_flight):
             self._local_in_flight += 1
@@ -109,7 +110,7 @@ class WorkerPool:
             finally:
                 self._local_in_flight -= 1
         if worker is None:
-            raise WorkerFailed("no lane to run the Bundle: no worker and no local service")
+            raise WorkerFailed("every loader worker has stopped")
         return await worker.run(orjson.dumps(bundle), base_url)
 
     async def close(self) -> None:
@@ -136,6 +137,10 @@ class _Worker:
         self._next = 0
         self._started: asyncio.Future[None] = loop.create_future()
         self._ended = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return not self._ended.is_set()
 
     @property
     def in_flight(self) -> int:

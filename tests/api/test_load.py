@@ -478,3 +478,21 @@ def _rows(ledger: Path) -> int:
             return rows
     except sqlite3.OperationalError:  # not created yet
         return 0
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_store_that_cannot_be_opened_is_said_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
+) -> None:
+    good = write(tmp_path / "good.json", patient(id="p1"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "rofecare.sqlite3").write_bytes(b"not a database, " * 400)
+
+    status, stderr = load(capsys, good, "--data-dir", data, "--jobs", jobs)
+    assert status == 1
+    assert "Cannot open the store" in stderr and "not a database" in stderr
+    assert "Traceback" not in stderr
+
+    assert main(["reindex", "--data-dir", str(data)]) == 1
+    assert "Cannot open the store" in capsys.readouterr().err

@@ -130,3 +130,24 @@ async def test_this_process_takes_a_share_of_the_bundles(tmp_path: Path) -> None
     assert sorted(map(kept_its_body, (first, second))) == [False, True]
     with make_client(tmp_path / "data") as client:
         assert client.get("/fhir/Patient?_summary=count").json()["total"] == 2
+
+
+async def test_bundles_go_to_the_lanes_left_when_a_worker_dies(tmp_path: Path) -> None:
+    from fhir_server.app import build_core
+
+    core = build_core(settings(tmp_path / "data"))
+    await core.store.open()
+    pool = WorkerPool(settings(tmp_path / "data"), 1, local=core.bundles)
+    await pool.start()
+    try:
+        (worker,) = workers()
+        worker.kill()
+        worker.join(10)
+        await asyncio.sleep(0.2)  # the reply thread sees the pipe close
+
+        outcomes = [await pool.process(batch([patient()]), base_url=BASE_URL) for _ in range(3)]
+    finally:
+        await pool.close()
+        await core.store.close()
+
+    assert all(kept_its_body(outcome) for outcome in outcomes)  # all ran in this process
