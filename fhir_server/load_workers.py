@@ -257,7 +257,11 @@ async def _serve(settings: Settings, jobs: Connection, replies: Connection) -> N
         return
     running: set[asyncio.Task[None]] = set()
     try:
-        await core.service.reload_search_parameters()
+        try:
+            await core.service.reload_search_parameters()
+        except Exception as error:
+            replies.send(WorkerFailed(f"loader worker {os.getpid()}: {error}"))
+            return
         replies.send(None)
         while (job := await asyncio.to_thread(_receive, jobs)) is not None:
             task = asyncio.create_task(_run(core.bundles, job, replies))
