@@ -94,7 +94,7 @@ def _reindex(args: argparse.Namespace) -> int:
 async def _run_reindex(settings: Settings) -> int:
     from tqdm import tqdm
 
-    from fhir_server.app import build_core
+    from fhir_server.core import build_core
     from fhir_server.services.reindex import count_current, reindex
 
     core = build_core(settings)
@@ -128,7 +128,7 @@ def _load(args: argparse.Namespace) -> int:
 async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from fhir_server.app import build_core
+    from fhir_server.core import build_core
     from fhir_server.load_workers import WorkerFailed, WorkerPool
     from fhir_server.services.load_ledger import Ledger
     from fhir_server.services.load_report import Report

@@ -247,7 +247,7 @@ def _worker_main(settings: Settings, jobs: Connection, replies: Connection) -> N
 
 
 async def _serve(settings: Settings, jobs: Connection, replies: Connection) -> None:
-    from fhir_server.app import build_core  # the worker's own core, on the same store
+    from fhir_server.core import build_core  # the worker's own core, without the HTTP stack
 
     try:
         core = build_core(settings)

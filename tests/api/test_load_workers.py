@@ -111,7 +111,7 @@ async def test_a_worker_that_dies_fails_its_bundles_in_flight_and_nothing_hangs(
 async def test_this_process_takes_a_share_of_the_bundles(tmp_path: Path) -> None:
     """``--jobs 2``: this process and one worker. Two Bundles at once go one each way; the
     one run here keeps its stored bodies, the worker's come back without."""
-    from fhir_server.app import build_core
+    from fhir_server.core import build_core
 
     core = build_core(settings(tmp_path / "data"))
     await core.store.open()
@@ -133,7 +133,7 @@ async def test_this_process_takes_a_share_of_the_bundles(tmp_path: Path) -> None
 
 
 async def test_bundles_go_to_the_lanes_left_when_a_worker_dies(tmp_path: Path) -> None:
-    from fhir_server.app import build_core
+    from fhir_server.core import build_core
 
     core = build_core(settings(tmp_path / "data"))
     await core.store.open()

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.app import build_app, build_core, build_store
+from fhir_server.app import build_app
 from fhir_server.config import Settings
+from fhir_server.core import build_core, build_store
 from fhir_server.errors import StoreUnavailable
 from fhir_server.services.load_ledger import Ledger
 from fhir_server.services.load_report import Report

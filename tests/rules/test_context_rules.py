@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from fhir_server.app import Core
+from fhir_server.core import Core
 from tests.rules.conftest import (
     FHIR_JSON,
     create,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.app import Core, build_core
 from fhir_server.config import Settings
+from fhir_server.core import Core, build_core
 from fhir_server.errors import Conflict
 from tests.api.conftest import make_client
 from tests.rules.conftest import (

@@ -26,6 +26,7 @@ LAYERS: dict[str, float] = {
     "fhir_server.storage": 4,
     "fhir_server.services": 5,
     "fhir_server.api": 6,
+    "fhir_server.core": 6.5,
     "fhir_server.app": 7,
     "fhir_server.load_workers": 7.2,
     "fhir_server.cli_identity": 7.5,

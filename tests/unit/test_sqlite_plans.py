@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from fhir_server.app import Core, build_core
 from fhir_server.config import Settings
+from fhir_server.core import Core, build_core
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.storage.sqlite.predicates import SqlBuilder
 from fhir_server.storage.sqlite.search import SqliteSearch
