@@ -164,7 +164,7 @@ class _Worker:
         await asyncio.wait_for(asyncio.shield(self._started), START_SECONDS)
 
     async def run(self, bundle: bytes, base_url: str) -> BundleOutcome:
-        if self._ended.is_set() or self._jobs_out is None:
+        if not self.alive or self._jobs_out is None:
             raise WorkerFailed(f"loader worker {self.number} has stopped")
         number, self._next = self._next, self._next + 1
         done: asyncio.Future[BundleOutcome] = self._loop.create_future()
@@ -177,7 +177,7 @@ class _Worker:
         return await done
 
     async def stop(self) -> None:
-        if self._jobs_out is not None and not self._ended.is_set():
+        if self._jobs_out is not None and self.alive:
             with contextlib.suppress(OSError):
                 self._jobs_out.send(None)
         try:

@@ -736,17 +736,11 @@ class SqliteStore:
                     breach = ConditionMatched(record.resource_type, record.resource_id)
                     return breach, not settled
             for guard in record.guards:
-
-                def counted(matches: list[Match], guard: WriteGuard = guard) -> bool:
-                    return any(
-                        (kind, name) not in own and guard.counts(kind, name, version)
-                        for kind, name, version in matches
-                    )
-
                 settled, pending = found(guard.plan, len(own) + len(guard.tolerated) + 1)
-                if counted(settled) or counted(pending):
+                breaks = _breaks(guard, own, settled)
+                if breaks or _breaks(guard, own, pending):
                     breach_guard = GuardViolated(guard, record.resource_type, record.resource_id)
-                    return breach_guard, not counted(settled)
+                    return breach_guard, not breaks
         return None, False
 
     def _analyze(self) -> None:
@@ -872,6 +866,14 @@ async def _unavailable_on_error(pending: Awaitable[T]) -> T:
             "The database is busy or unavailable; retry shortly",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from error
+
+
+def _breaks(guard: WriteGuard, own: set[tuple[str, str]], matches: list[Match]) -> bool:
+    """Whether one of ``matches``, not a resource of the guarded job (``own``), counts."""
+    return any(
+        (kind, name) not in own and guard.counts(kind, name, version)
+        for kind, name, version in matches
+    )
 
 
 def _is_lookup(plan: SearchPlan) -> bool:
