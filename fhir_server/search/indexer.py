@@ -67,7 +67,9 @@ class Indexer:
     def __init__(self, registry: SearchParameterRegistry) -> None:
         self.registry = registry
         # (resource type, top-level keys) -> the parameters that may find values there
-        self._shapes: dict[tuple[str, tuple[str, ...]], tuple[SearchParameter, ...]] = {}
+        self._shapes: dict[
+            tuple[str, tuple[str, ...], tuple[str, ...]], tuple[SearchParameter, ...]
+        ] = {}
 
     def entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
         """Every index entry of ``resource``, without duplicates."""
@@ -87,11 +89,17 @@ class Indexer:
         """The indexed parameters of the resource's type whose expressions start from a
         key it has. Why: a type has 20-40 parameters, a resource fills a few of its
         elements, and walking an absent element still costs ~1.5 us. Resources from one
-        source share their shape, so the choice is made once per shape."""
-        shape = (resource["resourceType"], tuple(resource))
+        source share their shape (their keys, and those of their ``meta``), so the choice
+        is made once per shape."""
+        meta = resource.get("meta")
+        shape = (
+            resource["resourceType"],
+            tuple(resource),
+            tuple(meta) if isinstance(meta, dict) else (),
+        )
         chosen = self._shapes.get(shape)
         if chosen is None:
-            present = set(shape[1])
+            present = {*shape[1], *(f"meta.{key}" for key in shape[2])}
             chosen = tuple(
                 parameter
                 for parameter in self.registry.for_type(shape[0]).values()

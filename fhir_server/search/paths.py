@@ -84,8 +84,16 @@ class CompiledPath:
     @property
     def reads(self) -> frozenset[str] | None:
         """The resource's top-level JSON keys this path starts from (None: the resource
-        itself): without any of them it selects nothing."""
-        return frozenset(self.steps[0].keys) if self.steps else None
+        itself): without any of them it selects nothing. A path into ``meta`` names the
+        key it reads there (``meta.tag``): every stored resource has a ``meta``, most with
+        only ``versionId`` and ``lastUpdated``, where ``_tag``, ``_profile``, ``_security``
+        and ``_source`` find nothing."""
+        if not self.steps:
+            return None
+        first = self.steps[0]
+        if first.keys == ("meta",) and first.index is None and len(self.steps) > 1:
+            return frozenset(f"meta.{key}" for key in self.steps[1].keys)
+        return frozenset(first.keys)
 
 
 class CompiledExpression:

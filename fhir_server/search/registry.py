@@ -54,7 +54,7 @@ class SearchParameter:
     targets: tuple[str, ...] = ()
     url: str = ""
     composite: tuple[CompositeRoot, ...] = ()
-    reads: frozenset[str] | None = None  # top-level keys its values come from; None: any
+    reads: frozenset[str] | None = None  # top-level keys read (meta.x: in meta); None: any
 
     @property
     def indexed(self) -> bool:

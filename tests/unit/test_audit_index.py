@@ -154,3 +154,30 @@ def test_a_requestors_next_event_is_composed_from_the_remembered_parts(
     assert len(entries) == len(set(entries))
     assert text is not None and expected_text is not None
     assert set(words(text.content)) == set(words(expected_text.content))
+
+
+def test_new_entities_are_composed_from_their_shape(index: SearchIndex) -> None:
+    """Write events name resources the composer has not seen: each is composed from its
+    shape (type, role) with its own id put in, which must give the generic indexer's
+    entries, and not reuse another entity's id."""
+    composer = AuditEventIndexer(index)
+    ids = ["p1", "p.2", "P-3", "x" * 64, "Éloïse-4"]  # the last is no FHIR id: indexed whole
+    for number, resource_id in enumerate(ids):
+        event = {
+            **rest_event(
+                access=None,
+                interaction="create",
+                action="C",
+                recorded="2026-12-03T06:00:00.000Z",
+                entities=[
+                    Entity(f"Observation/o{number}"),
+                    Entity(f"Patient/{resource_id}", is_patient=True),
+                ],
+            ),
+            "id": f"w{number}",
+        }
+        entries, text = composer.entries(event)
+        expected, expected_text = index.entries(event)
+        assert set(entries) == set(expected), resource_id
+        assert text is not None and expected_text is not None
+        assert set(words(text.content)) == set(words(expected_text.content))

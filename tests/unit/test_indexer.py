@@ -202,6 +202,20 @@ def test_skipping_parameters_whose_elements_are_absent_changes_no_entry(
     assert len({resource["resourceType"] for resource in resources}) > 10
     for resource in resources:
         assert set(indexer.entries(resource)) == set(unfiltered.entries(resource)), resource["id"]
+    # The parameters over meta are chosen by the keys of meta: one shape of a resource
+    # with each of them, then without, in turn.
+    metas: list[dict[str, Any]] = [
+        {"versionId": "1", "lastUpdated": "2026-12-03T10:00:00Z"},
+        {"versionId": "2", "tag": [{"system": "http://example.org/tags", "code": "vip"}]},
+        {"profile": ["http://example.org/StructureDefinition/p"], "source": "urn:x:lab"},
+        {"security": [{"system": "http://example.org/s", "code": "R"}]},
+        {"versionId": "3"},
+    ]
+    for resource in resources[:20]:
+        for meta in metas:
+            tagged = {**resource, "meta": meta}
+            assert set(indexer.entries(tagged)) == set(unfiltered.entries(tagged)), meta
+    assert registry_parameter("Patient", "_tag").reads == frozenset({"meta.tag"})
     patient = registry_parameter("Patient", "link")
     assert patient.reads == frozenset({"link"})
     assert registry_parameter("Patient", "deceased").reads is None  # true or false, always
