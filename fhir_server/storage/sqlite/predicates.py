@@ -125,7 +125,7 @@ class SqlBuilder:
         ``bounded``: the count stops after as many distinct resources as the last argument
         (a ``?`` the caller appends), so a large result set is not walked to the end.
         """
-        found = self._index_driver(where, scope)
+        found = self._index_driver(where, scope, chains=True)
         if found is None:
             return None
         driver, rest = found
@@ -140,7 +140,10 @@ class SqlBuilder:
                 union = " UNION ALL ".join(selects)
                 return f"SELECT COUNT(*) FROM (SELECT DISTINCT rkey FROM ({union}) LIMIT ?)"
             return f"SELECT COUNT(*) FROM ({' UNION '.join(selects)})"
-        table, condition = self.value_condition(driver, scope, "d.")
+        if isinstance(driver, Chain):
+            table, condition = "idx_reference", self._chain_rows(driver, scope, "d.")
+        else:
+            table, condition = self.value_condition(driver, scope, "d.")
         probes = self._probes(rest, scope)
         if bounded:
             return (
@@ -209,14 +212,18 @@ class SqlBuilder:
         )
 
     def _index_driver(
-        self, where: Where, scope: tuple[str, ...]
+        self, where: Where, scope: tuple[str, ...], *, chains: bool = False
     ) -> tuple[Predicate, list[AnyOf]] | None:
         """The value predicate that drives the query and the terms after it (probed), when
-        the driving parameter's index alone can answer (a lone value predicate first)."""
+        the driving parameter's index alone can answer (a lone value predicate first).
+        ``chains``: a chain may drive too, from its reference rows (a count: the rows are
+        met in reference order, not in key order, so no page is read that way)."""
         ordered = self._ordered(self._merged(where, scope), scope)
         if not ordered or len(ordered[0]) != 1:
             return None
         driver = ordered[0][0]
+        if chains and isinstance(driver, Chain):
+            return driver, ordered[1:]
         if not isinstance(driver, _VALUE_PREDICATES) or (
             isinstance(driver, RangeMatch) and driver.kind == "lastUpdated"
         ):
@@ -393,15 +400,20 @@ class SqlBuilder:
         return sql + ")"
 
     def _chain(self, chain: Chain, scope: tuple[str, ...], key: str) -> str:
+        rows = self._chain_rows(chain, scope, "r.")
+        return f"{key} IN (SELECT r.rkey FROM idx_reference r WHERE {rows})"
+
+    def _chain_rows(self, chain: Chain, scope: tuple[str, ...], prefix: str) -> str:
+        """The condition on ``idx_reference`` rows (columns ``prefix``...) that point at a
+        resource matching the chain."""
         pids = self._pid_list(scope, chain.param)
         sql = (
-            f"{key} IN (SELECT r.rkey FROM idx_reference r WHERE r.pid IN ({pids}) "
-            "AND r.target_type = ? AND r.target_id IN (SELECT t.id FROM resource_current t "
-            "WHERE t.resource_type = ? AND t.deleted = 0"
+            f"{prefix}pid IN ({pids}) AND {prefix}target_type = ? AND {prefix}target_id IN "
+            "(SELECT t.id FROM resource_current t WHERE t.resource_type = ? AND t.deleted = 0"
         )
         self.args.extend((chain.target_type, chain.target_type))
         inner = self.where(chain.where, (chain.target_type,), "t.rkey")
-        return sql + (f" AND {inner}" if inner else "") + "))"
+        return sql + (f" AND {inner}" if inner else "") + ")"
 
     def _has(self, has: Has, scope: tuple[str, ...], key: str) -> str:
         pids = self._pid_list((has.source_type,), has.param)
