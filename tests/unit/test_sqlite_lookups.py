@@ -1,7 +1,7 @@
-"""Lookups (a conditional create's, a rule's: a few matches by identifier or id) run on the
-event loop's own connection, and anything that stops them there sends them the usual way
-(SQLite backend only). The answer is the same either way; these tests check where it came
-from, through a recording wrapper around the loop's real connection."""
+"""Searches run on the event loop's own connection, and anything that stops them there (rows
+waiting in the index log, a lock, the step budget) sends them to a reader thread (SQLite
+backend only). The answer is the same either way; these tests check where it came from,
+through a recording wrapper around the loop's real connection."""
 
 from __future__ import annotations
 
@@ -80,19 +80,19 @@ async def test_a_lookup_runs_on_the_loop_connection(store: SqliteStore) -> None:
     assert not loop.connection.in_transaction
 
 
-async def test_a_search_that_is_no_lookup_runs_on_a_reader(store: SqliteStore) -> None:
-    loop = record_loop(store)
+async def test_every_search_within_the_budget_runs_on_the_loop(store: SqliteStore) -> None:
     everything = SearchPlan(("Patient",), ())
-    many = lookup("1", count=store_module.LOOKUP_COUNT + 1)
+    many = lookup("1", count=500)
     counted = SearchPlan(("Patient",), lookup("1").where, count=2, total="accurate")
 
     for plan in (everything, many, counted):
+        loop = record_loop(store)
         assert await found(store, plan) == ["a"]
+        assert loop.statements[0] == "BEGIN" and len(loop.statements) > 2
+        assert not loop.connection.in_transaction
 
-    assert loop.statements == []
 
-
-async def test_rows_waiting_in_the_log_send_a_lookup_the_usual_way(store: SqliteStore) -> None:
+async def test_rows_waiting_in_the_log_send_a_search_the_usual_way(store: SqliteStore) -> None:
     await store.write([patient("b", "2")])  # its rows wait in the index log
     loop = record_loop(store)
 
@@ -102,20 +102,41 @@ async def test_rows_waiting_in_the_log_send_a_lookup_the_usual_way(store: Sqlite
     assert not loop.connection.in_transaction
 
 
-async def test_a_lookup_over_its_budget_finishes_on_a_reader(
+async def test_a_search_over_its_budget_finishes_on_a_reader(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "LOOKUP_STEPS", 0)  # interrupted at the first check
+    await store.write([patient(f"p{number}", f"m{number}") for number in range(300)])
+    await store.search(lookup("m1", count=50))  # applies the log: nothing waits
+    on_reader = count_reader_runs(store, monkeypatch)
+    everything = SearchPlan(("Patient",), (), count=500, total="accurate")
+    assert len(await found(store, everything)) == 301  # well within the budget
+    assert on_reader == []
+
+    monkeypatch.setattr(store_module, "LOOP_SEARCH_STEPS", 0)  # over it at the first check
     loop = record_loop(store)
 
-    assert await found(store, lookup("1")) == ["a"]
+    assert len(await found(store, everything)) == 301
 
+    assert on_reader == [1]
     assert loop.statements[0] == "BEGIN"
     assert not loop.connection.in_transaction
     assert (await store.read("Patient", "a")) is not None  # the loop connection still works
 
 
-async def test_a_locked_loop_connection_sends_a_lookup_to_a_reader(store: SqliteStore) -> None:
+def count_reader_runs(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets a 1 for every job the store sends to a reader thread."""
+    runs: list[int] = []
+    real = store._on_reader
+
+    async def counted(job: Any) -> Any:
+        runs.append(1)
+        return await real(job)
+
+    monkeypatch.setattr(store, "_on_reader", counted)
+    return runs
+
+
+async def test_a_locked_loop_connection_sends_a_search_to_a_reader(store: SqliteStore) -> None:
     stand_in = LockedConnectionStandIn()
     store._loop_local = stand_in  # type: ignore[assignment]
 

@@ -2,10 +2,11 @@
 
 Why threads, and where not: sqlite3 is blocking. Writes go to one dedicated thread and
 connection (SQLite allows one writer at a time anyway; across processes ``BEGIN IMMEDIATE``
-and a busy timeout serialize them), because a commit waits for fsync. Scans (history, finds)
-run on a small reader pool. Point reads (read, vread) run on the event loop itself: under WAL
-a reader never waits for the writer, and a primary-key lookup costs less CPU (~20 us) than
-the thread hand-off it would otherwise need (measured: the hop halved read throughput).
+and a busy timeout serialize them), because a commit waits for fsync. Point reads (read,
+vread) run on the event loop itself: under WAL a reader never waits for the writer, and a
+primary-key lookup costs less CPU (~20 us) than the thread hand-off it would otherwise need
+(measured: the hop halved read throughput). Searches too, within a budget of SQLite VM
+steps; a search over it, and history, run on a small reader pool (``_search_on_loop``).
 
 Search index rows are written with their version to an index log and applied to the index
 tables in batches, before any search reads them (index_log.py): at most ``APPLY_DELAY_SECONDS``
@@ -34,11 +35,7 @@ from typing import Any, TypeVar
 from fhir_server.errors import SearchTooLong, StoreUnavailable
 from fhir_server.model.instant import to_micros
 from fhir_server.search.plan import (
-    IdMatch,
-    Predicate,
     SearchPlan,
-    StringMatch,
-    TokenMatch,
     indexed_types,
 )
 from fhir_server.storage.base import (
@@ -82,8 +79,7 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 MAX_GROUP_COMMIT = 64
 ANALYZE_EVERY_WRITES = 20_000
 ANALYSIS_LIMIT = 1_000  # writes sharing one commit, bounding the wait of the first
-LOOKUP_COUNT = 100  # matches a lookup may ask for, and run on the event loop (_is_lookup)
-LOOKUP_STEPS = 100  # thousands of SQLite VM steps it may take there (a few milliseconds)
+LOOP_SEARCH_STEPS = 100  # thousands of SQLite VM steps a search may take on the event loop
 # The index log (index_log.py) is applied when this many resources were logged by this
 # process, or this long after the first of them, a chunk per transaction so that writes
 # queued meanwhile wait for one chunk at most.
@@ -345,10 +341,9 @@ class SqliteStore:
         """Run ``plan`` in one read snapshot in which the index log holds no rows of the
         types it reads: if it does, they are applied first (index_log.py)."""
         types = indexed_types(plan)
-        if _is_lookup(plan):
-            page = self._lookup_on_loop(plan, types)
-            if page is not None:
-                return page
+        page = self._search_on_loop(plan, types)
+        if page is not None:
+            return page
 
         def run() -> SearchPage:
             connection = self._connection()
@@ -367,23 +362,25 @@ class SqliteStore:
 
         return await self._on_reader(run)
 
-    def _lookup_on_loop(self, plan: SearchPlan, types: frozenset[str] | None) -> SearchPage | None:
-        """A lookup (``_is_lookup``: a conditional create's, a rule's) on the event loop's
-        own connection, as point reads are; None when it cannot run there (rows of its
-        types wait in the log, a lock, or more work than a lookup takes), and the caller
-        runs it as any other search.
+    def _search_on_loop(self, plan: SearchPlan, types: frozenset[str] | None) -> SearchPage | None:
+        """``plan`` on the event loop's own connection, as point reads are; None when it
+        cannot run there (rows of its types wait in the log, a lock, or more than
+        ``LOOP_SEARCH_STEPS`` thousand VM steps), and the caller runs it on a reader.
 
-        Why: on a reader thread each of its statements gave the GIL away and waited to
-        take it back from a busy event loop, so a batch of conditional creates ran at
-        half the rate of plain ones (docs/benchmarks.md); here it costs ~0.1 ms of SQLite.
-        The step budget bounds how long it may hold the loop."""
+        Why: on a reader thread each statement gives the GIL away and waits to take it back
+        from the busy event loop. A search runs several (count, page, versions, includes),
+        and at 8 connections over two workers those waits made most of its latency: token
+        searches 925-1,089 -> 1,675-1,747/s, p99 27-37 -> 10-12 ms; the date range p99
+        26-29 -> 15-17 ms (docs/benchmarks.md). The benchmark searches take 1,000-39,000
+        steps; the budget bounds how long one may hold the loop (a few milliseconds), and
+        a search over it starts again on a reader, with the search timeout."""
         connection = self._loop_connection()
         calls = 0
 
         def over_budget() -> int:  # SQLite calls this every thousand VM steps
             nonlocal calls
             calls += 1
-            return int(calls > LOOKUP_STEPS)
+            return int(calls > LOOP_SEARCH_STEPS)
 
         try:
             connection.execute("BEGIN")
@@ -874,28 +871,6 @@ def _breaks(guard: WriteGuard, own: set[tuple[str, str]], matches: list[Match]) 
         (kind, name) not in own and guard.counts(kind, name, version)
         for kind, name, version in matches
     )
-
-
-def _is_lookup(plan: SearchPlan) -> bool:
-    """A search for a few resources by equality (token with a code, ``_id``, exact string):
-    what conditional writes and the hospital's rules ask, answered from one index range."""
-    return (
-        0 < plan.count <= LOOKUP_COUNT
-        and plan.total == "none"
-        and plan.cursor is None
-        and not plan.includes
-        and not plan.sort
-        and bool(plan.where)
-        and all(_is_equality(predicate) for anyof in plan.where for predicate in anyof)
-    )
-
-
-def _is_equality(predicate: Predicate) -> bool:
-    if isinstance(predicate, TokenMatch):
-        return predicate.code is not None
-    if isinstance(predicate, StringMatch):
-        return predicate.mode == "exact"
-    return isinstance(predicate, IdMatch)
 
 
 def _condition_types(records: Sequence[WriteRecord]) -> frozenset[str] | None:
