@@ -126,34 +126,45 @@ def _load(args: argparse.Namespace) -> int:
 
 
 async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from fhir_server.core import build_core
     from fhir_server.load_workers import WorkerFailed, WorkerPool
-    from fhir_server.services.load_ledger import Ledger
-    from fhir_server.services.load_report import Report
-    from fhir_server.services.load_sources import Walk
-    from fhir_server.services.loading import load
 
-    paths = [Path(path) for path in args.paths]
-    data_dir = settings.data_dir
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = Report(Path(args.report) if args.report else data_dir / f"load-report-{stamp}.ndjson")
-    # The data directory holds the reports (NDJSON): never load them back, unless asked to.
-    inside = any(data_dir.resolve() in (p.resolve(), *p.resolve().parents) for p in paths)
-    walk = Walk(settings.max_bundle_bytes, exclude=() if inside else (data_dir,))
-    # The ledger remembers what was loaded into which store: a file, or a MongoDB database.
-    store_identity = settings.store_description()
-    if not settings.uses_mongodb():
-        store_identity = str(settings.sqlite_path().resolve())
-    base_url = settings.public_base_url or (
-        f"http://{settings.host}:{settings.port}{settings.base_path}"
-    )
-    core = build_core(settings)
-    # This process runs a share of the Bundles; the others boot while it counts the files.
-    starting = WorkerPool(settings, args.jobs - 1, local=core.bundles) if args.jobs > 1 else None
+    # The workers boot while this process imports and builds its own core (about a second
+    # each, on two cores) and counts the files; then this process runs a share too.
+    starting = WorkerPool(settings, args.jobs - 1) if args.jobs > 1 else None
     if starting is not None:
         starting.launch()
+    try:
+        from tqdm import tqdm
+
+        from fhir_server.core import build_core
+        from fhir_server.services.load_ledger import Ledger
+        from fhir_server.services.load_report import Report
+        from fhir_server.services.load_sources import Walk
+        from fhir_server.services.loading import load
+
+        paths = [Path(path) for path in args.paths]
+        data_dir = settings.data_dir
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        report = Report(
+            Path(args.report) if args.report else data_dir / f"load-report-{stamp}.ndjson"
+        )
+        # The data directory holds the reports (NDJSON): never load them back, unless asked to.
+        inside = any(data_dir.resolve() in (p.resolve(), *p.resolve().parents) for p in paths)
+        walk = Walk(settings.max_bundle_bytes, exclude=() if inside else (data_dir,))
+        # The ledger remembers what was loaded into which store: a file, or a MongoDB database.
+        store_identity = settings.store_description()
+        if not settings.uses_mongodb():
+            store_identity = str(settings.sqlite_path().resolve())
+        base_url = settings.public_base_url or (
+            f"http://{settings.host}:{settings.port}{settings.base_path}"
+        )
+        core = build_core(settings)
+    except BaseException:
+        if starting is not None:
+            starting.abort()
+        raise
+    if starting is not None:
+        starting.share(core.bundles)
     pool: WorkerPool | None = None
     stop = asyncio.Event()
     main_task = asyncio.current_task()

@@ -31,14 +31,15 @@ import signal
 import threading
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
-from fhir_server.services.bundles import BundleOutcome, BundleService, EntryOutcome
-from fhir_server.services.resources import WriteResult
+
+if TYPE_CHECKING:  # imported where used: the loader starts its workers before it needs them
+    from fhir_server.services.bundles import BundleOutcome, BundleService, EntryOutcome
 
 START_SECONDS = 120.0  # building the core and opening the store; the first run compiles
 STOP_SECONDS = 120.0  # the Bundles in flight finish and each store closes
@@ -79,6 +80,11 @@ class WorkerPool:
         self._local = local
         self._local_in_flight = 0
         self._workers: list[_Worker] = []
+
+    def share(self, local: BundleService) -> None:
+        """Have this process run a share of the Bundles too, through ``local`` (given once
+        its core is built, which the workers' start need not wait for)."""
+        self._local = local
 
     def launch(self) -> None:
         """Start the processes, without waiting for them to be ready (``start``)."""
@@ -301,10 +307,15 @@ async def _run(bundles: BundleService, job: _Job, replies: Connection) -> None:
 def _without_bodies(outcome: BundleOutcome) -> BundleOutcome:
     """What the loader reads of an outcome: each entry's status, error, and whether it
     created or changed a resource (the stored bodies would cost a copy each way)."""
+    from fhir_server.services.bundles import BundleOutcome
+
     return BundleOutcome(outcome.kind, [_slim(entry) for entry in outcome.entries])
 
 
 def _slim(entry: EntryOutcome) -> EntryOutcome:
+    from fhir_server.services.bundles import EntryOutcome
+    from fhir_server.services.resources import WriteResult
+
     write = entry.write
     if write is not None:
         write = WriteResult(replace(write.version, body=None), write.created, write.changed)

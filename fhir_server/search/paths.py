@@ -374,6 +374,13 @@ _QUANTITY_PROFILES = ("Age", "Duration", "Distance", "Count", "MoneyQuantity", "
 
 def split_union(expression: str) -> list[str]:
     """Split on top-level ``|`` (outside parentheses and quotes)."""
+    return list(_split_union(expression))
+
+
+@functools.lru_cache(maxsize=8_192)
+def _split_union(expression: str) -> tuple[str, ...]:
+    """Remembered: building the registry splits each of ~1,400 expressions once per base
+    type (7,260 calls, a quarter of a second of every start)."""
     parts: list[str] = []
     depth = 0
     quoted = False
@@ -391,7 +398,7 @@ def split_union(expression: str) -> list[str]:
         else:
             current.append(char)
     parts.append("".join(current))
-    return [part.strip() for part in parts if part.strip()]
+    return tuple(part.strip() for part in parts if part.strip())
 
 
 def _strip_parentheses(text: str) -> str:

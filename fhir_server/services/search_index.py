@@ -62,7 +62,9 @@ class SearchIndex:
     def use_stored(self, definitions: list[dict[str, Any]]) -> None:
         """Rebuild with the active SearchParameter resources stored in this server."""
         usable = [definition for definition in definitions if _usable(definition)]
-        self._install(self._base.extended(usable[:MAX_STORED_PARAMETERS]))
+        registry = self._base.extended(usable[:MAX_STORED_PARAMETERS])
+        if registry is not self.registry:
+            self._install(registry)
 
     @staticmethod
     def check_definition(resource: dict[str, Any]) -> None:
