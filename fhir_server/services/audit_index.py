@@ -142,7 +142,7 @@ class AuditEventIndexer:
         resource_id = match.group(2)
         return {
             (
-                ReferenceEntry(entry.param, entry.target_type, resource_id, None, entry.group)
+                ReferenceEntry(entry.param, entry.target_type, resource_id, entry.url, entry.group)
                 if isinstance(entry, ReferenceEntry) and entry.target_id == _MARK
                 else entry
             ): None
@@ -168,8 +168,6 @@ def _template(composed: Composed) -> Composed | None:
             if not isinstance(value, str) or mark not in value.lower():
                 continue
             if not (isinstance(entry, ReferenceEntry) and name == "target_id" and value == _MARK):
-                return None
-            if entry.url is not None:
                 return None
     return composed
 
