@@ -104,7 +104,9 @@ async def _run_reindex(settings: Settings) -> int:
         await core.service.reload_search_parameters()
         total = await count_current(core.store)
         with tqdm(total=total, unit="resource", file=sys.stderr, desc="reindex") as bar:
-            summary = await reindex(core.store, core.search_index, progress=bar.update)
+            summary = await reindex(
+                core.store, core.search_index, progress=bar.update, claims=core.service.rules.claims
+            )
     finally:
         await core.store.close()
     rate = summary.resources / summary.seconds if summary.seconds else 0.0
@@ -295,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
     rebuild = commands.add_parser(
-        "reindex", help="rebuild search index entries (after SearchParameters change)"
+        "reindex",
+        help="rebuild search index entries and claims (after SearchParameters change, or an "
+        "upgrade that asks for it)",
     )
     rebuild.add_argument(
         "--data-dir", dest="data_dir", help="data directory (default ./rofecare-data)"

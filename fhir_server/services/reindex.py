@@ -4,7 +4,8 @@ Indexing happens at write time, so a parameter added later (a SearchParameter re
 a new Rofecare profile) knows nothing of resources written before it. ``rofecare reindex``
 walks every current resource in store order and replaces its entries; a resource written
 meanwhile already carries fresh entries and is skipped (the store compares versions), so
-reindexing a live server is safe.
+reindexing a live server is safe. Claims (storage/base.py, ``Claim``) are derived the same
+way and rebuilt with the entries: a database from before claims gets them here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -40,6 +42,7 @@ async def reindex(
     *,
     progress: Callable[[int], None] = lambda done: None,
     batch: int = BATCH,
+    claims: Callable[[str, dict[str, Any]], tuple[str, ...] | None] = lambda kind, body: None,
 ) -> ReindexSummary:
     started = time.perf_counter()
     cursor: int | None = None
@@ -49,10 +52,16 @@ async def reindex(
         records = []
         for version in page.versions:
             assert version.body is not None
-            entries, text = index.entries(orjson.loads(version.body))
+            body = orjson.loads(version.body)
+            entries, text = index.entries(body)
             records.append(
                 IndexRecord(
-                    version.resource_type, version.resource_id, version.version_id, entries, text
+                    version.resource_type,
+                    version.resource_id,
+                    version.version_id,
+                    entries,
+                    text,
+                    claims(version.resource_type, body),
                 )
             )
         if records:

@@ -119,6 +119,10 @@ class ResourceService:
     def search_parser(self) -> SearchParser:
         return self._search_index.parser
 
+    async def claimants(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        """Who holds each key (storage/base.py, Claim), as committed: for the rules."""
+        return await self._store.claimants(keys)
+
     async def unrestricted_search(self, plan: SearchPlan) -> list[StoredVersion]:
         """Matches of ``plan`` whatever the request's token may see: for the server's own
         rules, which must see every admission, never for an answer to a client."""
@@ -503,6 +507,7 @@ class ResourceService:
                 method="DELETE",
                 body=None,
                 guards=tuple(verdict.guards),
+                claims=self.rules.claims(resource_type, None),
             )
             companions = await self._companions(verdict)
             return WriteResult(await self._persist(record, companions), created=False)
@@ -573,8 +578,8 @@ class ResourceService:
         record = await self._prepare(
             resource_type, resource_id, verdict.resource, current, method, unless_exists
         )
-        if verdict.guards:
-            record = replace(record, guards=tuple(verdict.guards))
+        if verdict.guards or verdict.claims:
+            record = replace(record, guards=tuple(verdict.guards), enforced=tuple(verdict.claims))
         companions = await self._companions(verdict)
         version = await self._persist(record, companions)
         return WriteResult(version, created=current is None or current.deleted)
@@ -652,6 +657,7 @@ class ResourceService:
             entries=entries,
             full_text=text,
             unless_exists=unless_exists,
+            claims=self.rules.claims(resource_type, body),
         )
 
     async def _persist(

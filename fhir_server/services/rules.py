@@ -8,7 +8,10 @@ and decide. A rule may refuse (it raises a FhirError with its rofecare code and 
 of the fault), add to the resource (an automatic interpretation), write companions in the
 same transaction (a Flag), and guard the write: a ``WriteGuard`` asks the store to check,
 inside the write transaction, that no other current resource conflicts, which is what
-makes "exactly one of two simultaneous admissions wins" true across worker processes.
+makes "exactly one of two simultaneous registrations wins" true across worker processes.
+A rule that can say its conflict as a key (a medical record number in its system) claims
+it instead (``ClaimingRule``, ``Claim``): the store keeps every resource's claims and
+checks one with a key lookup, where a guard searches.
 
 Rules live with the profiles of their bounded context (``profiles/<context>/rules.py``);
 the core loads them by name at start-up (``RuleRegistry.load``) and never imports them.
@@ -32,7 +35,9 @@ from fhir_server.errors import FhirError
 from fhir_server.search.plan import SearchPlan
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.staging import active_stage
-from fhir_server.storage.base import StoredVersion, WriteGuard
+from fhir_server.storage.base import Claim, StoredVersion, WriteGuard
+
+__all__ = ["Change", "Claim", "ClaimingRule", "Rule", "RuleContext", "RuleRegistry", "Verdict"]
 
 if TYPE_CHECKING:
     from fhir_server.services.resources import ResourceService
@@ -65,6 +70,7 @@ class Verdict:
     resource: dict[str, Any] | None
     guards: list[WriteGuard] = field(default_factory=list)
     companions: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)  # the store checks them (enforced)
 
 
 class Rule(Protocol):
@@ -82,6 +88,15 @@ class Rule(Protocol):
     def resource_types(self) -> frozenset[str]: ...
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None: ...
+
+
+class ClaimingRule(Rule, Protocol):
+    """A rule whose conflict is a key: ``claims`` says which keys a resource holds. They
+    are kept for every version of its types, whatever the rules mode (so a resource written
+    with ROFECARE_PROFILE_VALIDATION=off still counts once the rules are back), and the
+    rule enforces them by adding a ``Claim`` of each to the verdict."""
+
+    def claims(self, resource: dict[str, Any]) -> list[str]: ...
 
 
 class RuleContext:
@@ -169,6 +184,31 @@ class RuleContext:
         ]
         return found, kept
 
+    async def claimed(
+        self,
+        change: Change,
+        key: str,
+        keep: Callable[[dict[str, Any]], bool],
+        resource_type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The other resources holding ``key`` (a ``Claim``): those the store names and
+        this transaction's staged writes, as staged, that ``keep`` retains; never the
+        resource being written."""
+        resource_type = resource_type or change.resource_type
+        holders = (await self._service.claimants([key])).get(key, [])
+        found: dict[str, dict[str, Any]] = {}
+        for holder_type, holder_id in holders:
+            content = _content(await self._service.current(holder_type, holder_id))
+            if content is not None:
+                found[f"{holder_type}/{holder_id}"] = content
+        for other in self.staged(resource_type):
+            found[f"{resource_type}/{other.get('id')}"] = other
+        return [
+            other
+            for reference, other in found.items()
+            if reference != f"{change.resource_type}/{change.resource_id}" and keep(other)
+        ]
+
     def staged(self, resource_type: str) -> list[dict[str, Any]]:
         """The current content of every ``resource_type`` this transaction has staged."""
         stage = active_stage()
@@ -184,6 +224,7 @@ class RuleContext:
 class RuleRegistry:
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self._by_type: dict[str, list[Rule]] = {}
+        self._claiming: dict[str, list[ClaimingRule]] = {}
         self._rules: list[Rule] = []
         for rule in rules:
             self.add(rule)
@@ -194,6 +235,8 @@ class RuleRegistry:
         self._rules.append(rule)
         for resource_type in rule.resource_types:
             self._by_type.setdefault(resource_type, []).append(rule)
+            if callable(getattr(rule, "claims", None)):
+                self._claiming.setdefault(resource_type, []).append(rule)  # type: ignore[arg-type]
 
     def load(self, plugins: Sequence[str]) -> None:
         """Import each plug-in package by name and call its ``register(registry)``."""
@@ -209,6 +252,15 @@ class RuleRegistry:
 
     def applies(self, resource_type: str) -> bool:
         return resource_type in self._by_type
+
+    def claims(self, resource_type: str, resource: dict[str, Any] | None) -> tuple[str, ...] | None:
+        """The keys a version holds (None: its type claims nothing; a deletion holds none)."""
+        rules = self._claiming.get(resource_type)
+        if not rules:
+            return None
+        if resource is None:
+            return ()
+        return tuple(sorted({key for rule in rules for key in rule.claims(resource)}))
 
     async def judge(self, change: Change, context: RuleContext, *, enforce: bool = True) -> Verdict:
         """Run every rule of the change's type in turn, each seeing what the ones before it
@@ -236,6 +288,7 @@ class RuleRegistry:
                     refusal.rofecare_code,
                 )
             verdict.guards.clear()
+            verdict.claims.clear()
         return verdict
 
 

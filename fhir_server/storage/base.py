@@ -67,11 +67,28 @@ class WriteGuard:
         return (resource_type, resource_id, version_id) not in self.tolerated
 
 
-class GuardViolated(Exception):
-    """A guard found a conflicting resource inside the write transaction: another writer
-    got there first. Nothing of the write is persisted."""
+@dataclass(frozen=True)
+class Claim:
+    """A key the write's resource claims, which no other current resource may hold once it
+    commits (a medical record number in its system, a patient's one active admission).
 
-    def __init__(self, guard: WriteGuard, resource_type: str, resource_id: str) -> None:
+    Why beside ``WriteGuard``: a guard searches the index, so on SQLite every guarded write
+    first had the logged index rows of its type applied (index_log.py), one small batch per
+    commit, and with search indexing off the search found nothing and the rule held nothing.
+    Claims are kept for every write of a claiming type, in the write's own transaction,
+    whatever the indexing or the rules mode; checking one is one key lookup. A guard stays
+    the tool for what no key can say (two appointments that overlap)."""
+
+    key: str
+    code: str  # the rule's rofecare code, for the answer
+    message: str
+
+
+class GuardViolated(Exception):
+    """A guard or a claim found a conflicting resource inside the write transaction:
+    another writer got there first. Nothing of the write is persisted."""
+
+    def __init__(self, guard: WriteGuard | Claim, resource_type: str, resource_id: str) -> None:
         super().__init__(guard.message)
         self.guard = guard
         self.resource_type = resource_type
@@ -89,6 +106,10 @@ class WriteRecord:
     after every write committed or queued before it (else ``ConditionMatched``). A search
     before the write is not enough: two worker processes share no lock, and both found
     nothing.
+
+    ``claims``: the keys this version holds (``Claim``), replacing the resource's earlier
+    ones; None when its type claims nothing, and the store leaves them alone. ``enforced``:
+    the claims the store checks no other current resource holds (GuardViolated).
     """
 
     resource_type: str
@@ -102,6 +123,8 @@ class WriteRecord:
     full_text: FullText | None = None
     unless_exists: SearchPlan | None = None
     guards: tuple[WriteGuard, ...] = ()
+    claims: tuple[str, ...] | None = None
+    enforced: tuple[Claim, ...] = ()
 
     @property
     def deleted(self) -> bool:
@@ -121,13 +144,15 @@ class WriteRecord:
 
 @dataclass(frozen=True)
 class IndexRecord:
-    """Fresh search index entries for a resource's current version (``rofecare reindex``)."""
+    """Fresh search index entries for a resource's current version (``rofecare reindex``),
+    and its claims (None: its type claims nothing; they are left alone)."""
 
     resource_type: str
     resource_id: str
     version_id: int
     entries: tuple[IndexEntry, ...]
     full_text: FullText | None
+    claims: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,8 +249,13 @@ class ResourceStore(Protocol):
         """Current non-deleted versions after ``cursor``, in a stable order."""
         ...
 
+    async def claimants(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        """(type, id) of the current resources holding each of ``keys`` (``Claim``), as
+        committed; keys nobody holds are absent."""
+        ...
+
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
-        """Replace the index entries of each record's resource if it is still at that
+        """Replace the index entries (and claims) of each record's resource if it is still at that
         version (a concurrent write already indexed a newer one); returns how many were."""
         ...
 

@@ -5,8 +5,9 @@
 - rofecare-1902: a patient has at most one active inpatient admission;
 - rofecare-1903: a visit's patient and practitioners are resources of this server.
 
-The first two are guarded (``WriteGuard``): the store checks them again inside the write
-transaction, so of two simultaneous registrations of one MRN, or two simultaneous
+The first two are claims (``Claim``): each Patient holds a key per medical record number,
+each active admission a key for its patient, and the store checks them again inside the
+write transaction, so of two simultaneous registrations of one MRN, or two simultaneous
 admissions of one patient, exactly one wins, on SQLite and on MongoDB alike.
 """
 
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import BusinessRuleViolation, Conflict
-from fhir_server.services.rules import Change, RuleContext, Verdict
-from profiles.support import codings, escape, reference, token
+from fhir_server.services.rules import Change, Claim, RuleContext, Verdict
+from profiles.support import codings, reference
 
 IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # v3 ActCode inpatient classes (IMP and its specializations, acute and non-acute).
@@ -47,27 +48,26 @@ def holding(number: tuple[str, str]) -> Callable[[dict[str, Any]], bool]:
     return lambda patient: number in {(s, v) for _, s, v in medical_record_numbers(patient)}
 
 
+def medical_record_claim(system: str, value: str) -> str:
+    return f"patient-mrn:{system}|{value}"
+
+
 @dataclass(frozen=True)
 class UniqueMedicalRecordNumber:
     code: str = "rofecare-1901"
     title: str = "A medical record number (MR identifier) belongs to one patient per system"
     resource_types: frozenset[str] = frozenset({"Patient"})
-    guarded: bool = True  # the store checks it again in the write transaction
+    guarded: bool = True  # the store checks its claims in the write transaction
+
+    def claims(self, resource: dict[str, Any]) -> list[str]:
+        return [medical_record_claim(s, v) for _, s, v in medical_record_numbers(resource)]
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
         if change.resource is None:
             return
         for index, system, value in medical_record_numbers(change.resource):
-            criteria = [
-                ("identifier", token(system, value)),
-                ("identifier:of-type", f"{token(IDENTIFIER_TYPE, 'MR')}|{escape(value)}"),
-            ]
-            number = (system, value)
-            found, holders = await context.others(
-                change,
-                criteria,
-                holding(number),
-            )
+            key = medical_record_claim(system, value)
+            holders = await context.claimed(change, key, holding((system, value)))
             message = (
                 f"The medical record number {system}|{value} already belongs to another patient"
             )
@@ -77,16 +77,7 @@ class UniqueMedicalRecordNumber:
                     rofecare_code=self.code,
                     expression=f"Patient.identifier[{index}]",
                 )
-            verdict.guards.append(
-                context.guard(
-                    "Patient",
-                    criteria,
-                    lock=f"patient-mrn:{system}|{value}",
-                    code=self.code,
-                    message=message,
-                    tolerated=found,  # the number in another identifier of theirs
-                )
-            )
+            verdict.claims.append(Claim(key, self.code, message))
 
 
 def is_active_admission(encounter: dict[str, Any]) -> bool:
@@ -95,29 +86,33 @@ def is_active_admission(encounter: dict[str, Any]) -> bool:
     return inpatient and encounter.get("status") in ACTIVE_STATUSES
 
 
+def admitted_patient(encounter: dict[str, Any]) -> str | None:
+    """The patient (``Patient/id``) an active inpatient admission holds, else None."""
+    if not is_active_admission(encounter):
+        return None
+    patient = reference(encounter.get("subject"))
+    return patient if patient is not None and patient.startswith("Patient/") else None
+
+
 @dataclass(frozen=True)
 class OneActiveAdmission:
     code: str = "rofecare-1902"
     title: str = "A patient has at most one active inpatient admission"
     resource_types: frozenset[str] = frozenset({"Encounter"})
-    guarded: bool = True  # the store checks it again in the write transaction
+    guarded: bool = True  # the store checks its claims in the write transaction
+
+    def claims(self, resource: dict[str, Any]) -> list[str]:
+        patient = admitted_patient(resource)
+        return [f"admission:{patient}"] if patient is not None else []
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
         encounter = change.resource
-        if encounter is None or not is_active_admission(encounter):
+        patient = admitted_patient(encounter) if encounter is not None else None
+        if patient is None:
             return
-        patient = reference(encounter.get("subject"))
-        if patient is None or not patient.startswith("Patient/"):
-            return
-        criteria = [
-            ("subject", patient),
-            ("class", ",".join(INPATIENT_CLASSES)),
-            ("status", ",".join(ACTIVE_STATUSES)),
-        ]
-        _, others = await context.others(
-            change,
-            criteria,
-            lambda other: is_active_admission(other) and reference(other.get("subject")) == patient,
+        key = f"admission:{patient}"
+        others = await context.claimed(
+            change, key, lambda other: admitted_patient(other) == patient
         )
         message = f"{patient} already has an active inpatient admission"
         if others:
@@ -126,11 +121,7 @@ class OneActiveAdmission:
                 rofecare_code=self.code,
                 expression="Encounter.status",
             )
-        verdict.guards.append(
-            context.guard(
-                "Encounter", criteria, lock=f"admission:{patient}", code=self.code, message=message
-            )
-        )
+        verdict.claims.append(Claim(key, self.code, message))
 
 
 @dataclass(frozen=True)

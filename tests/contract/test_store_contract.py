@@ -16,8 +16,10 @@ import pytest
 from fhir_server.search.plan import IdMatch, SearchPlan, TokenMatch, Where
 from fhir_server.search.values import TokenEntry
 from fhir_server.storage.base import (
+    Claim,
     GuardViolated,
     HistoryQuery,
+    IndexRecord,
     ResourceStore,
     VersionConflict,
     WriteGuard,
@@ -269,6 +271,120 @@ async def test_a_guard_tolerates_the_matches_its_rule_judged_harmless_until_they
     await store.write([changed])  # "a" changed: what was judged of it no longer holds
     with pytest.raises(GuardViolated):
         await store.write([replace(record("c", 1), guards=(tolerant,))])
+
+
+# -- claims (storage/base.py, Claim) ----------------------------------------------------------
+
+
+def claiming(
+    resource_id: str,
+    version: int,
+    *keys: str,
+    enforce: bool = True,
+    previous: int | None = None,
+    deleted: bool = False,
+) -> WriteRecord:
+    """A Patient version holding ``keys``; ``enforce``: no other current resource may."""
+    written = record(resource_id, version, previous=previous, deleted=deleted)
+    enforced = tuple(Claim(key, "rofecare-1998", f"{key} is taken") for key in keys)
+    return replace(written, claims=() if deleted else keys, enforced=enforced if enforce else ())
+
+
+async def holders(store: ResourceStore, *keys: str) -> dict[str, list[str]]:
+    found = await store.claimants(list(keys))
+    return {key: sorted(f"{t}/{i}" for t, i in found.get(key, [])) for key in keys}
+
+
+async def test_a_claim_refuses_a_write_another_resource_holds_it_against(
+    store: ResourceStore,
+) -> None:
+    await store.write([claiming("a", 1, "mrn:1", "mrn:2")])
+    with pytest.raises(GuardViolated) as violated:
+        await store.write([claiming("b", 1, "mrn:3", "mrn:2")])
+    assert violated.value.guard.code == "rofecare-1998"
+    assert violated.value.guard.message == "mrn:2 is taken"
+    assert (await store.read("Patient", "b")) is None
+    assert await holders(store, "mrn:1", "mrn:2", "mrn:3") == {
+        "mrn:1": ["Patient/a"],
+        "mrn:2": ["Patient/a"],
+        "mrn:3": [],  # the refused write left nothing
+    }
+    # Its own resource does not count against a claim; a resource gives up what it no
+    # longer holds, by an update or a deletion.
+    await store.write([claiming("a", 2, "mrn:1")])
+    await store.write([claiming("b", 1, "mrn:2")])
+    await store.write([claiming("a", 3, deleted=True)])
+    await store.write([claiming("c", 1, "mrn:1")])
+    assert await holders(store, "mrn:1", "mrn:2") == {
+        "mrn:1": ["Patient/c"],
+        "mrn:2": ["Patient/b"],
+    }
+    assert (await store.check()) == []
+
+
+async def test_an_unenforced_claim_is_kept_and_counts_against_later_writes(
+    store: ResourceStore,
+) -> None:
+    """A version written while the rules were off or warning still holds its keys."""
+    await store.write([claiming("a", 1, "mrn:9", enforce=False)])
+    await store.write([claiming("b", 1, "mrn:9", enforce=False)])  # a duplicate, allowed
+    assert await holders(store, "mrn:9") == {"mrn:9": ["Patient/a", "Patient/b"]}
+    with pytest.raises(GuardViolated):
+        await store.write([claiming("c", 1, "mrn:9")])
+    with pytest.raises(GuardViolated):  # "a" keeps it, whatever "b" claims
+        await store.write([claiming("b", 2, "mrn:9", previous=1)])
+
+
+async def test_a_claim_sees_the_rest_of_its_job(store: ResourceStore) -> None:
+    """Two resources of one transaction may swap a key, never both hold it."""
+    await store.write([claiming("a", 1, "bed:1"), claiming("b", 1, "bed:2")])
+    await store.write([claiming("a", 2, "bed:2"), claiming("b", 2, "bed:1")])
+    assert await holders(store, "bed:1", "bed:2") == {
+        "bed:1": ["Patient/b"],
+        "bed:2": ["Patient/a"],
+    }
+    with pytest.raises(GuardViolated):
+        await store.write([claiming("c", 1, "bed:3"), claiming("d", 1, "bed:3")])
+    assert (await store.read("Patient", "c")) is None
+
+
+async def test_of_simultaneous_claims_of_one_key_exactly_one_wins(store: ResourceStore) -> None:
+    answers = await outcomes(store, *([claiming(f"p{n}", 1, "mrn:race")] for n in range(6)))
+    assert answers.count("written") == 1
+    assert set(answers) == {"written", "GuardViolated"}
+    winner = answers.index("written")
+    assert await holders(store, "mrn:race") == {"mrn:race": [f"Patient/p{winner}"]}
+
+
+async def test_a_claim_sees_the_writes_submitted_before_it_and_not_the_refused(
+    store: ResourceStore,
+) -> None:
+    await store.write([claiming("old", 1, "mrn:5")])
+    answers = await outcomes(
+        store,
+        [claiming("old", 2, "mrn:6")],  # gives up 5
+        [claiming("stale", 3, "mrn:7")],  # refused (no version 2): holds nothing
+        [claiming("new-5", 1, "mrn:5")],
+        [claiming("new-7", 1, "mrn:7")],
+        [claiming("new-6", 1, "mrn:6")],
+    )
+    assert answers == ["written", "VersionConflict", "written", "written", "GuardViolated"]
+
+
+async def test_reindexing_replaces_the_claims_of_a_resource(store: ResourceStore) -> None:
+    await store.write([claiming("a", 1, "mrn:old", enforce=False)])
+    await store.write([record("b", 1)])  # a type's record that says nothing of claims
+    replaced = await store.replace_index(
+        [
+            IndexRecord("Patient", "a", 1, (), None, ("mrn:new",)),
+            IndexRecord("Patient", "b", 1, (), None, None),
+        ]
+    )
+    assert replaced == 2
+    assert await holders(store, "mrn:old", "mrn:new") == {
+        "mrn:old": [],
+        "mrn:new": ["Patient/a"],
+    }
 
 
 # -- conditions checked inside one group commit ----------------------------------------------

@@ -4,6 +4,11 @@ the guarded ones under simultaneous writes (exactly one wins)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -217,3 +222,75 @@ def test_validate_runs_the_rules_and_writes_nothing(enforced: TestClient) -> Non
     )
     assert fine.json()["issue"][0]["severity"] == "information"
     assert enforced.get("/fhir/Patient").json()["total"] == 1
+
+
+# -- claims: what the two rules above hold, whatever the indexing and the mode ---------------
+
+
+def test_a_number_is_free_again_once_its_patient_gives_it_up(enforced: TestClient) -> None:
+    first = create(enforced, hospital_patient("MRN-FREE"))
+    renumbered = {**hospital_patient("MRN-OTHER"), "id": first["id"]}
+    moved = enforced.put(f"/fhir/Patient/{first['id']}", json=renumbered, headers=FHIR_JSON)
+    assert moved.status_code == 200, moved.text
+    second = create(enforced, hospital_patient("MRN-FREE"))
+    refused = enforced.post("/fhir/Patient", json=hospital_patient("MRN-OTHER"), headers=FHIR_JSON)
+    assert refused.status_code == 409 and first["id"] in refused.text
+    assert enforced.delete(f"/fhir/Patient/{second['id']}").status_code in (200, 204)
+    create(enforced, hospital_patient("MRN-FREE"))
+
+
+def test_a_number_belongs_to_one_patient_with_search_indexing_off(tmp_path: Path) -> None:
+    """The rule reads claims, not the search index: it holds without one."""
+    with make_client(tmp_path, profile_validation="enforce", search_indexing=False) as client:
+        first = create(client, hospital_patient("MRN-NOINDEX"))
+        again = client.post(
+            "/fhir/Patient", json=hospital_patient("MRN-NOINDEX"), headers=FHIR_JSON
+        )
+        assert again.status_code == 409 and first["id"] in again.text
+
+
+def test_numbers_written_with_the_rules_off_count_once_they_are_back(tmp_path: Path) -> None:
+    with make_client(tmp_path, profile_validation="off") as client:
+        first = create(client, hospital_patient("MRN-OFF"))
+    with make_client(tmp_path, profile_validation="enforce") as client:
+        again = client.post("/fhir/Patient", json=hospital_patient("MRN-OFF"), headers=FHIR_JSON)
+        assert again.status_code == 409 and first["id"] in again.text
+
+
+def test_reindex_gives_a_database_from_before_claims_its_claims(tmp_path: Path) -> None:
+    with make_client(tmp_path, profile_validation="enforce") as client:
+        first = create(client, hospital_patient("MRN-OLD"))
+    database = tmp_path / "rofecare.sqlite3"
+    with sqlite3.connect(database) as connection:  # as schema 6 left it: no claims
+        connection.execute("DELETE FROM resource_claim")
+        connection.execute("UPDATE store_meta SET value = '6' WHERE key = 'schema_version'")
+    with make_client(tmp_path, profile_validation="enforce") as client:
+        unknown = client.post("/fhir/Patient", json=hospital_patient("MRN-OLD"), headers=FHIR_JSON)
+        assert unknown.status_code == 201  # what reindex is for: the old number went unseen
+        client.delete(f"/fhir/Patient/{unknown.json()['id']}")
+    reindexed = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "reindex", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ROFECARE_PROFILE_VALIDATION": "enforce"},
+        timeout=120,
+        check=False,
+    )
+    assert reindexed.returncode == 0, reindexed.stderr
+    with make_client(tmp_path, profile_validation="enforce") as client:
+        again = client.post("/fhir/Patient", json=hospital_patient("MRN-OLD"), headers=FHIR_JSON)
+        assert again.status_code == 409 and first["id"] in again.text
+
+
+def test_opening_a_database_from_before_claims_says_to_reindex(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make_client(tmp_path, profile_validation="enforce") as client:
+        create(client, hospital_patient("MRN-WARN"))
+    with sqlite3.connect(tmp_path / "rofecare.sqlite3") as connection:
+        connection.execute("DROP TABLE resource_claim")
+        connection.execute("UPDATE store_meta SET value = '6' WHERE key = 'schema_version'")
+    warnings = caplog.at_level(logging.WARNING, logger="rofecare.storage")
+    with warnings, make_client(tmp_path, profile_validation="enforce") as client:
+        create(client, hospital_patient("MRN-NEW"))
+    assert any("rofecare reindex" in message for message in caplog.messages)

@@ -88,6 +88,8 @@ def current_document(record: WriteRecord, seq: int, key: int) -> dict[str, Any]:
     }
     if not record.deleted:
         document.update(search_fields(record.entries, record.full_text))
+        if record.claims:
+            document["cl"] = list(record.claims)  # storage/base.py, Claim
     return document
 
 

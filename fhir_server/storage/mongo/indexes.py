@@ -41,4 +41,5 @@ CURRENT_INDEXES: list[IndexSpec] = [
     ([("t", 1), ("uri.p", 1), ("uri.u", 1)], {"name": "uri"}),
     ([("t", 1), ("ftn", 1)], {"name": "narrative_words"}),
     ([("t", 1), ("ftc", 1)], {"name": "content_words"}),
+    ([("cl", 1)], {"name": "claims"}),  # the keys a resource claims (storage/base.py, Claim)
 ]

@@ -39,6 +39,7 @@ from fhir_server.errors import SearchTooLong, StoreUnavailable
 from fhir_server.model.instant import to_micros
 from fhir_server.search.plan import SearchPlan
 from fhir_server.storage.base import (
+    Claim,
     ConditionMatched,
     CurrentPage,
     GuardViolated,
@@ -230,6 +231,8 @@ class MongoStore:
                 await self._check_condition(session, record)
             for guard in record.guards:
                 await self._check_guard(session, record, guard, set(keys))
+            for claim in record.enforced:
+                await self._check_claim(session, record, claim, records, keys)
         last = await self._counters.find_one_and_update(
             {"_id": SEQUENCE_ID},
             {"$inc": {"n": len(records)}},
@@ -298,11 +301,55 @@ class MongoStore:
             if key not in written and guard.counts(resource_type, resource_id, int(document["v"])):
                 raise GuardViolated(guard, record.resource_type, record.resource_id)
 
+    async def _check_claim(
+        self,
+        session: Any,
+        record: WriteRecord,
+        claim: Claim,
+        records: Sequence[WriteRecord],
+        keys: list[str],
+    ) -> None:
+        # As for a guard, the lock document makes two transactions claiming one key
+        # conflict; the second retries and then sees the first's claim.
+        await self._conditions.update_one(
+            {"_id": f"claim:{claim.key}"}, {"$inc": {"n": 1}}, upsert=True, session=session
+        )
+        held = await self._current.find_one(
+            {"cl": claim.key, "del": False, "_id": {"$nin": keys}}, {"_id": 1}, session=session
+        )
+        twice = any(
+            other is not record and not other.deleted and claim.key in (other.claims or ())
+            for other in records
+        )
+        if held is not None or twice:
+            raise GuardViolated(claim, record.resource_type, record.resource_id)
+
+    async def claimants(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        if not keys:
+            return {}
+        found: dict[str, list[tuple[str, str]]] = {}
+        cursor = self._current.find(
+            {"cl": {"$in": sorted(set(keys))}, "del": False},
+            {"t": 1, "i": 1, "cl": 1},
+            sort=[("k", 1)],
+        )
+
+        async def collect() -> None:
+            async for document in cursor:
+                for key in document.get("cl") or ():
+                    if key in keys:
+                        found.setdefault(key, []).append((document["t"], document["i"]))
+
+        await self._guard(collect())
+        return found
+
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
         async def run(session: Any) -> int:
             replaced = 0
             for record in records:
                 fields = search_fields(record.entries, record.full_text)
+                if record.claims is not None:
+                    fields["cl"] = list(record.claims)
                 result = await self._current.update_one(
                     {
                         "_id": current_id(record.resource_type, record.resource_id),

@@ -12,19 +12,21 @@ log in the same transaction (index_log.py says why and when they reach the index
 Versions are checked against the state read at the start of the batch, updated as each
 accepted write is applied, so two writes of one resource in one batch are ordered exactly
 as if committed one after the other; a write whose check fails (VersionConflict) is left
-out and reported to its own caller only. Sequence numbers and resource keys are assigned
-here (the writer holds the database's write lock, so nobody else assigns them meanwhile).
+out and reported to its own caller only; so is a write whose claim another resource holds
+(claims.py). Sequence numbers and resource keys are assigned here (the writer holds the
+database's write lock, so nobody else assigns them meanwhile).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.model.instant import to_micros
 from fhir_server.storage.base import VersionConflict, WriteRecord
+from fhir_server.storage.sqlite.claims import read_claims
 from fhir_server.storage.sqlite.index_log import LoggedIndex, LogRow, log_index
 from fhir_server.storage.sqlite.index_rows import PidFunction
 from fhir_server.storage.sqlite.rows import insert_rows
@@ -49,6 +51,7 @@ def write_batch(
     (index_log.py; ``log_rows``: rows built in advance, by ``id(record)``); the outcome of
     each job, in order."""
     state = _read_state(connection, {(r.resource_type, r.resource_id) for j in jobs for r in j})
+    book = read_claims(connection, jobs, {key: found.rkey for key, found in state.items()})
     seq, rkey = _last_keys(connection)
     versions: list[tuple[Any, ...]] = []
     logged: dict[int, LoggedIndex] = {}  # by rkey: the newest version's rows
@@ -73,6 +76,11 @@ def write_batch(
         if conflict is not None:
             outcomes.append(conflict)
             continue
+        if book is not None:
+            taken = book.admit(job, _rkeys(staged))
+            if taken is not None:
+                outcomes.append(taken)
+                continue
         outcomes.append(None)
         state = staged
         for record in job:
@@ -114,8 +122,14 @@ def write_batch(
         "version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted, "
         "last_updated_us = excluded.last_updated_us",
     )
+    if book is not None:
+        book.write(connection)
     log_index(connection, logged.values(), pid)
     return outcomes
+
+
+def _rkeys(staged: dict[tuple[str, str], _Current]) -> Callable[[WriteRecord], int]:
+    return lambda record: staged[(record.resource_type, record.resource_id)].rkey
 
 
 def _read_state(

@@ -23,9 +23,15 @@ the lookups its parameter type needs (``EXPLAIN QUERY PLAN`` checks in
 tests/unit/test_sqlite_plans.py).
 """
 
-SCHEMA_VERSION = 6
-UPGRADABLE_FROM = {"5": "the index log (index_pending, index_eager) was added"}
-"""Older schema versions this one opens as they are: the statements below add what they lack."""
+SCHEMA_VERSION = 7
+UPGRADABLE_FROM = {
+    "5": "the index log (index_pending, index_eager) and resource claims were added",
+    "6": "resource claims (resource_claim) were added",
+}
+"""Older schema versions this one opens as they are: the statements below add what they
+lack. Claims are derived data, like index rows: ``rofecare reindex`` fills them for the
+resources written before (the store says so when it opens such a database)."""
+CLAIMS_SINCE = 7
 NEGATIVE_INFINITY = -(2**62)  # an open Period start; every date sorts after it
 POSITIVE_INFINITY = 2**62
 
@@ -153,6 +159,15 @@ STATEMENTS = (
         detail = column, columnsize = 0
     )
     """,
+    # Claims (storage/base.py, Claim): the keys each current resource holds, written in the
+    # write's transaction (never logged: a claim is checked by the next write).
+    """
+    CREATE TABLE IF NOT EXISTS resource_claim (
+        claim TEXT NOT NULL, rkey INTEGER NOT NULL,
+        PRIMARY KEY (claim, rkey)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX IF NOT EXISTS resource_claim_rkey ON resource_claim (rkey)",
     """
     CREATE TABLE IF NOT EXISTS index_pending (
         rkey INTEGER PRIMARY KEY,

@@ -51,6 +51,7 @@ from fhir_server.storage.base import (
     WriteRecord,
 )
 from fhir_server.storage.sqlite.batch import write_batch
+from fhir_server.storage.sqlite.claims import ClaimBook
 from fhir_server.storage.sqlite.fresh_writes import FreshWrites, Match, judged
 from fhir_server.storage.sqlite.index_log import (
     LoggedIndex,
@@ -62,7 +63,12 @@ from fhir_server.storage.sqlite.index_log import (
 )
 from fhir_server.storage.sqlite.index_rows import PidFunction
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, insert_rows, version_of
-from fhir_server.storage.sqlite.schema import SCHEMA_VERSION, STATEMENTS, UPGRADABLE_FROM
+from fhir_server.storage.sqlite.schema import (
+    CLAIMS_SINCE,
+    SCHEMA_VERSION,
+    STATEMENTS,
+    UPGRADABLE_FROM,
+)
 from fhir_server.storage.sqlite.search import SqliteSearch
 from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
 
@@ -222,14 +228,26 @@ class SqliteStore:
             existing = connection.execute(
                 "SELECT name FROM sqlite_master WHERE name = 'store_meta'"
             ).fetchone()
+            before: str | None = None
             if existing:
                 row = connection.execute(
                     "SELECT value FROM store_meta WHERE key = 'schema_version'"
                 ).fetchone()
+                before = row[0] if row else None
                 if row and row[0] != str(SCHEMA_VERSION) and row[0] not in UPGRADABLE_FROM:
                     raise SchemaMismatch(
                         f"{self._path} has schema version {row[0]}; this Rofecare needs "
                         f"{SCHEMA_VERSION}. Export it with the older version and load it again."
+                    )
+            if before is not None and before.isdigit() and int(before) < CLAIMS_SINCE:
+                held = connection.execute("SELECT 1 FROM resource_current LIMIT 1").fetchone()
+                if held:
+                    log.warning(
+                        "%s was written by a Rofecare without resource claims (%s): run "
+                        "`rofecare reindex` so that rules such as one patient per medical "
+                        "record number know its resources",
+                        self._path,
+                        UPGRADABLE_FROM[before],
                     )
             for statement in STATEMENTS:
                 connection.execute(statement)
@@ -286,6 +304,24 @@ class SqliteStore:
                 lambda: self._connection().execute(sql, (resource_type,)).fetchone()
             )
         return int(row[0] or 0)
+
+    async def claimants(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        if not keys:
+            return {}
+        listed = sorted(set(keys))
+        sql = (
+            "SELECT k.claim, c.resource_type, c.id FROM resource_claim k "
+            "JOIN resource_current c ON c.rkey = k.rkey "
+            f"WHERE k.claim IN ({', '.join('?' * len(listed))}) ORDER BY k.claim, c.rkey"
+        )
+        try:  # a few primary-key rows: on the event loop, as a point read
+            rows = self._loop_connection().execute(sql, listed).fetchall()
+        except sqlite3.OperationalError:
+            rows = await self._on_reader(lambda: self._connection().execute(sql, listed).fetchall())
+        found: dict[str, list[tuple[str, str]]] = {}
+        for key, resource_type, resource_id in rows:
+            found.setdefault(key, []).append((resource_type, resource_id))
+        return found
 
     async def _point_read(self, sql: str, args: tuple[Any, ...]) -> StoredVersion | None:
         """One primary-key row, read on the event loop's own connection.
@@ -795,6 +831,7 @@ class SqliteStore:
         def run(connection: sqlite3.Connection) -> int:
             apply_logged(connection)  # a logged row must not come after
             replaced = []
+            claims = ClaimBook({}, {})
             for record in records:
                 row = connection.execute(
                     "SELECT rkey, version_id, deleted FROM resource_current "
@@ -803,6 +840,9 @@ class SqliteStore:
                 ).fetchone()
                 if row is None or row[1] != record.version_id or row[2]:
                     continue
+                if record.claims is not None:
+                    claims.held[row[0]] = ()  # whatever it held goes
+                    claims.changed[row[0]] = record.claims
                 replaced.append(
                     LoggedIndex(
                         row[0], record.resource_type, record.entries, record.full_text, True
@@ -810,6 +850,7 @@ class SqliteStore:
                 )
             log_index(connection, replaced, self._pid_function(connection))
             apply_logged(connection)
+            claims.write(connection)
             return len(replaced)
 
         return await self._on_writer(lambda: self._in_transaction(run))
