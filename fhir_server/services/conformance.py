@@ -20,22 +20,34 @@ import orjson
 from fhir_server.services.content import without_server_meta
 from fhir_server.services.resources import ResourceService
 from fhir_server.services.staging import end_stage, start_stage
+from fhir_server.storage.base import VersionConflict
 
 log = logging.getLogger("rofecare.profiles")
+PUBLISH_ATTEMPTS = 5
 
 
 async def publish_conformance(service: ResourceService, definitions: list[dict[str, Any]]) -> int:
     """Write every packaged resource that the store lacks or holds differently, in one
-    transaction (one AuditEvent, and a crash publishes all or nothing); how many."""
-    stage, token = start_stage()
-    try:
-        written = await _stage_changes(service, definitions)
-        await service.commit_stage(stage)
-    finally:
-        end_stage(token)
-    if written:
-        log.info("published %d packaged conformance resource(s)", written)
-    return written
+    transaction (one AuditEvent, and a crash publishes all or nothing); how many.
+
+    The workers of one deployment start together on one store: when another one published
+    first (VersionConflict), its transaction is read back and only what still differs is
+    written, so a fresh ``serve --workers 2`` never fails its start on the race."""
+    for attempt in range(PUBLISH_ATTEMPTS):
+        stage, token = start_stage()
+        try:
+            written = await _stage_changes(service, definitions)
+            await service.commit_stage(stage)
+        except VersionConflict:
+            if attempt + 1 == PUBLISH_ATTEMPTS:
+                raise
+            continue
+        finally:
+            end_stage(token)
+        if written:
+            log.info("published %d packaged conformance resource(s)", written)
+        return written
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _stage_changes(service: ResourceService, definitions: list[dict[str, Any]]) -> int:

@@ -3,6 +3,7 @@ and every packaged example judged through HTTP as the unit tests judge it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -11,6 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fhir_server.config import Settings
+from fhir_server.core import build_core
+from fhir_server.services.conformance import publish_conformance
 from tests.api.conftest import FHIR_JSON, make_client
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
@@ -261,3 +265,24 @@ def test_the_capability_statement_names_the_profiles_in_force(enforced: TestClie
         by_type["Observation"]["supportedProfile"]
     )
     assert "supportedProfile" not in by_type["Group"]
+
+
+async def test_workers_starting_together_publish_once_and_both_start(tmp_path: Path) -> None:
+    """``serve --workers 2`` on a fresh store: both publish at once, one wins the race,
+    the other reads its transaction back instead of failing its start."""
+    settings = Settings(data_dir=tmp_path, profile_validation="enforce", auth_enabled=False)
+    cores = [build_core(settings) for _ in range(2)]
+    for core in cores:
+        await core.store.open()
+        await core.service.reload_search_parameters()
+    try:
+        written = await asyncio.gather(
+            *(publish_conformance(core.service, core.conformance) for core in cores)
+        )
+        assert sum(written) == len(cores[0].conformance)  # each definition written once
+        stored = await cores[0].store.read("StructureDefinition", "rofecare-patient")
+        assert stored is not None and stored.version_id == 1
+    finally:
+        for core in cores:
+            await core.audit.stop()
+            await core.store.close()
