@@ -269,7 +269,7 @@ def render(run: ProfilesRun, *, markdown: bool = True) -> str:
         f"alternating. wrk with {run.load.connections} connections on {run.load.threads} "
         f"threads, {run.load.duration} s per measurement after a {run.load.warmup} s warm-up.",
         "- `POST /fhir/Patient`: a realistic patient with a new MRN each time (profile "
-        "rofecare-patient; rule rofecare-1901 searches the MRN and guards the write).",
+        "rofecare-patient; rule rofecare-1901 looks its MRN claim up and claims it in the write).",
         "- `POST /fhir/Observation`: the lab result example of profile rofecare-lab-result, "
         "final, performed by a biologist, values spread around the reference range (rules "
         "rofecare-1906 looks up the biologist's PractitionerRole, rofecare-1907 interprets "
