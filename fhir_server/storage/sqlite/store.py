@@ -889,6 +889,15 @@ class SqliteStore:
                     "AND c.id = v.id WHERE c.id IS NULL"
                 )
             ]
+            problems += [
+                f"claim {row[0]!r} is held by {row[1] or f'resource key {row[2]}'}, "
+                "which is not a current resource"
+                for row in connection.execute(
+                    "SELECT k.claim, c.resource_type || '/' || c.id, k.rkey "
+                    "FROM resource_claim k LEFT JOIN resource_current c ON c.rkey = k.rkey "
+                    "WHERE c.rkey IS NULL OR c.deleted = 1 ORDER BY k.claim, k.rkey"
+                )
+            ]
             return problems
 
         return await self._on_reader(run)
