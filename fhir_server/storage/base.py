@@ -255,8 +255,8 @@ class ResourceStore(Protocol):
         ...
 
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
-        """Replace the index entries (and claims) of each record's resource if it is still at that
-        version (a concurrent write already indexed a newer one); returns how many were."""
+        """Replace the index entries (and claims) of each record's resource if it is still
+        at that version (a concurrent write already indexed a newer one); how many were."""
         ...
 
     async def check(self) -> list[str]:

@@ -371,6 +371,15 @@ async def test_a_claim_sees_the_writes_submitted_before_it_and_not_the_refused(
     assert answers == ["written", "VersionConflict", "written", "written", "GuardViolated"]
 
 
+async def test_a_record_that_says_nothing_of_claims_leaves_them(store: ResourceStore) -> None:
+    """``claims=None``: the version of a type no rule claims for; a deletion drops them."""
+    await store.write([claiming("a", 1, "mrn:kept")])
+    await store.write([replace(record("a", 2), claims=None)])
+    assert await holders(store, "mrn:kept") == {"mrn:kept": ["Patient/a"]}
+    await store.write([record("a", 3, deleted=True)])
+    assert await holders(store, "mrn:kept") == {"mrn:kept": []}
+
+
 async def test_reindexing_replaces_the_claims_of_a_resource(store: ResourceStore) -> None:
     await store.write([claiming("a", 1, "mrn:old", enforce=False)])
     await store.write([record("b", 1)])  # a type's record that says nothing of claims

@@ -4,7 +4,6 @@ store contract cannot see from outside."""
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,17 +55,5 @@ async def test_a_deletion_leaves_no_claim_row_and_check_finds_stray_ones(tmp_pat
             "claim 'mrn:1' is held by Patient/a, which is not a current resource",
             "claim 'mrn:9' is held by resource key 999, which is not a current resource",
         ]
-    finally:
-        await store.close()
-
-
-async def test_a_record_that_says_nothing_of_claims_keeps_them(tmp_path: Path) -> None:
-    """``claims=None``: a write from a type no rule claims for leaves the rows alone."""
-    store = SqliteStore(tmp_path / "claims.sqlite3")
-    await store.open()
-    try:
-        await store.write([patient("a", 1, "mrn:1")])
-        await store.write([replace(patient("a", 2), claims=None, enforced=())])
-        assert await store.claimants(["mrn:1"]) == {"mrn:1": [("Patient", "a")]}
     finally:
         await store.close()

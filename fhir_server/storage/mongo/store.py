@@ -223,7 +223,7 @@ class MongoStore:
         found = {
             document["_id"]: document
             async for document in self._current.find(
-                {"_id": {"$in": keys}}, {"v": 1, "k": 1}, session=session
+                {"_id": {"$in": keys}}, {"v": 1, "k": 1, "cl": 1}, session=session
             )
         }
         for record in records:
@@ -257,6 +257,9 @@ class MongoStore:
             staged[key] = (record.version_id, creation_key)
             versions.append(version_document(record, seq))
             document = current_document(record, seq, creation_key)
+            kept = found.get(key, {}).get("cl")
+            if record.claims is None and kept and not record.deleted:
+                document["cl"] = kept  # a record that says nothing of claims keeps them
             if current_version == 0:
                 try:
                     await self._current.insert_one(document, session=session)

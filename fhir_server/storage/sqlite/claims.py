@@ -37,8 +37,10 @@ class ClaimBook:
         """Take the job's claims, unless another resource holds one it enforces."""
         owners: dict[int, tuple[str, ...]] = {}
         for record in job:
-            if record.claims is not None:
-                owners[rkey_of(record)] = () if record.deleted else record.claims
+            if record.deleted:
+                owners[rkey_of(record)] = ()  # a deleted resource holds nothing
+            elif record.claims is not None:
+                owners[rkey_of(record)] = record.claims
         for record in job:
             for claim in record.enforced:
                 holders = set(self.holders.get(claim.key, ()))
@@ -81,7 +83,9 @@ def read_claims(
     """The book of a batch (None when no record of it claims anything): the holders of
     every key it enforces, and the claims of the stored resources it rewrites.
     ``stored``: rkey by (type, id) of the batch's resources stored before it."""
-    records = [record for job in jobs for record in job if record.claims is not None]
+    records = [
+        record for job in jobs for record in job if record.claims is not None or record.deleted
+    ]
     if not records:
         return None
     keys = sorted({claim.key for record in records for claim in record.enforced})
