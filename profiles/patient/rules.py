@@ -94,6 +94,10 @@ def admitted_patient(encounter: dict[str, Any]) -> str | None:
     return patient if patient is not None and patient.startswith("Patient/") else None
 
 
+def admission_claim(patient: str) -> str:
+    return f"admission:{patient}"
+
+
 @dataclass(frozen=True)
 class OneActiveAdmission:
     code: str = "rofecare-1902"
@@ -103,14 +107,14 @@ class OneActiveAdmission:
 
     def claims(self, resource: dict[str, Any]) -> list[str]:
         patient = admitted_patient(resource)
-        return [f"admission:{patient}"] if patient is not None else []
+        return [admission_claim(patient)] if patient is not None else []
 
     async def check(self, change: Change, context: RuleContext, verdict: Verdict) -> None:
         encounter = change.resource
         patient = admitted_patient(encounter) if encounter is not None else None
         if patient is None:
             return
-        key = f"admission:{patient}"
+        key = admission_claim(patient)
         others = await context.claimed(
             change, key, lambda other: admitted_patient(other) == patient
         )

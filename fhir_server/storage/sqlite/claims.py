@@ -60,6 +60,12 @@ class ClaimBook:
             self.changed[rkey] = claims
         return None
 
+    def replace(self, rkey: int, claims: tuple[str, ...]) -> None:
+        """Give a stored resource ``claims`` in place of whatever it holds, unchecked
+        (``rofecare reindex``)."""
+        self.held.setdefault(rkey, ())
+        self.changed[rkey] = claims
+
     def write(self, connection: sqlite3.Connection) -> None:
         """Replace the claims of every resource the batch wrote."""
         if not self.changed:

@@ -297,13 +297,8 @@ class SqliteStore:
     async def latest_change(self, resource_type: str) -> int:
         # On the event loop like a point read: one probe of the (resource_type, seq) index.
         sql = "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?"
-        try:
-            row = self._loop_connection().execute(sql, (resource_type,)).fetchone()
-        except sqlite3.OperationalError:
-            row = await self._on_reader(
-                lambda: self._connection().execute(sql, (resource_type,)).fetchone()
-            )
-        return int(row[0] or 0)
+        rows = await self._loop_rows(sql, (resource_type,))
+        return int(rows[0][0] or 0)
 
     async def claimants(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         if not keys:
@@ -314,27 +309,29 @@ class SqliteStore:
             "JOIN resource_current c ON c.rkey = k.rkey "
             f"WHERE k.claim IN ({', '.join('?' * len(listed))}) ORDER BY k.claim, c.rkey"
         )
-        try:  # a few primary-key rows: on the event loop, as a point read
-            rows = self._loop_connection().execute(sql, listed).fetchall()
-        except sqlite3.OperationalError:
-            rows = await self._on_reader(lambda: self._connection().execute(sql, listed).fetchall())
+        rows = await self._loop_rows(sql, listed)  # a few primary-key rows, as a point read
         found: dict[str, list[tuple[str, str]]] = {}
         for key, resource_type, resource_id in rows:
             found.setdefault(key, []).append((resource_type, resource_id))
         return found
 
     async def _point_read(self, sql: str, args: tuple[Any, ...]) -> StoredVersion | None:
-        """One primary-key row, read on the event loop's own connection.
+        """One primary-key row, read on the event loop's own connection (``_loop_rows``)."""
+        rows = await self._loop_rows(sql, args)
+        return version_of(rows[0]) if rows else None
+
+    async def _loop_rows(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """The rows of a query of a few index probes, read on the event loop's own
+        connection.
 
         That connection never waits for a lock (under WAL a reader meets one only while
         another process recovers or truncates the WAL); if it meets one, the read is retried
         on the reader pool, where waiting does not stall every other request.
         """
         try:
-            row = self._loop_connection().execute(sql, args).fetchone()
+            return self._loop_connection().execute(sql, args).fetchall()
         except sqlite3.OperationalError:
-            row = await self._on_reader(lambda: self._connection().execute(sql, args).fetchone())
-        return version_of(row) if row else None
+            return await self._on_reader(lambda: self._connection().execute(sql, args).fetchall())
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         def run() -> HistoryPage:
@@ -841,8 +838,7 @@ class SqliteStore:
                 if row is None or row[1] != record.version_id or row[2]:
                     continue
                 if record.claims is not None:
-                    claims.held[row[0]] = ()  # whatever it held goes
-                    claims.changed[row[0]] = record.claims
+                    claims.replace(row[0], record.claims)
                 replaced.append(
                     LoggedIndex(
                         row[0], record.resource_type, record.entries, record.full_text, True
