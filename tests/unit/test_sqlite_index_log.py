@@ -8,13 +8,16 @@ read-only connection to the same file) to show where the rows are.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fhir_server.definitions import load_definitions
 from fhir_server.search.plan import (
     Chain,
     Has,
@@ -24,9 +27,15 @@ from fhir_server.search.plan import (
     TokenMatch,
     indexed_types,
 )
+from fhir_server.search.registry import load_search_parameters
+from fhir_server.services.reindex import reindex
+from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.storage.sqlite import store as store_module
+from fhir_server.storage.sqlite.index_log import PENDING, forget_applied
 from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
+from fhir_server.storage.sqlite.schema import connect, index_file
+from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
 from tests.contract.test_search_contract import BASE_URL
 from tests.contract.test_search_contract import Stack as ContractStack
 
@@ -44,10 +53,10 @@ class Stack(ContractStack):
         return sorted(version.resource_id for version in result.page.matches)
 
     def logged(self) -> list[tuple[str, int]]:
-        """(resource type, rkey) of every row waiting in the log."""
-        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as connection:
+        """(resource type, rkey) of every row waiting in the log, not yet applied."""
+        with closing(connect(self.path, read_only=True)) as connection:
             return connection.execute(
-                "SELECT resource_type, rkey FROM index_pending ORDER BY rkey"
+                f"SELECT resource_type, rkey FROM index_pending p WHERE {PENDING} ORDER BY rkey"
             ).fetchall()
 
 
@@ -176,7 +185,7 @@ async def test_includes_chains_and_reverse_chains_see_logged_rows(stack: Stack) 
     assert sorted(v.resource_id for v in result.page.included) == ["o1", "o2"]
 
 
-async def test_a_searched_type_applies_its_rows_at_each_commit_for_a_while(
+async def test_a_searched_type_applies_its_rows_after_each_commit_for_a_while(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "EAGER_SECONDS", 3600.0)
@@ -184,8 +193,11 @@ async def test_a_searched_type_applies_its_rows_at_each_commit_for_a_while(
     assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]  # had to apply
     await stack.resources.update("Patient", "p2", patient("p2", "Mensah"))
     await stack.resources.update("Observation", "o1", observation("o1", "p1", "8867-4"))
+    # written while "eager": the indexer applies them right after the commit (the timed
+    # apply, which would apply the Observation too, is an hour away)
+    await settled(lambda: "Patient" not in logged_types(stack))
     waiting = logged_types(stack)
-    assert "Patient" not in waiting  # written while "eager": applied in its own commit
+    assert "Patient" not in waiting
     assert "Observation" in waiting  # never searched: logged
 
 
@@ -206,6 +218,7 @@ async def test_a_search_in_one_process_makes_the_writes_of_another_apply_at_comm
         assert "Patient" in logged_types(stack)
         assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]  # applies
         await writer.resources.update("Patient", "p2", patient("p2", "Mensah"))
+        await settled(lambda: "Patient" not in logged_types(stack))
         assert "Patient" not in logged_types(stack)
         assert await stack.ids("Patient", [("family", "mensah")]) == ["p2"]
     finally:
@@ -281,28 +294,90 @@ async def settled(done: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_a_schema_5_database_opens_and_gains_the_log(tmp_path: Path) -> None:
+def as_older_schema(path: Path, version: int) -> None:
+    """Rewrite a closed store's files as schema ``version`` (5 or 7) left them: the index
+    tables in the main file, no index file; in 5, no index log either."""
+    index = index_file(path)
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("ATTACH DATABASE ? AS ix", (str(index),))
+        for table in INDEX_TABLE_NAMES:
+            connection.execute(f"CREATE TABLE main.{table} AS SELECT * FROM ix.{table}")
+        connection.execute(
+            "CREATE VIRTUAL TABLE main.idx_text USING fts5 (narrative, content, "
+            "tokenize = 'unicode61 remove_diacritics 2', detail = column, columnsize = 0)"
+        )
+        connection.execute(
+            "INSERT INTO main.idx_text (rowid, narrative, content) "
+            "SELECT rowid, narrative, content FROM ix.idx_text"
+        )
+        connection.execute(
+            "UPDATE search_param SET multiple = 1 WHERE pid IN (SELECT pid FROM ix.param_multiple)"
+        )
+        connection.execute("DROP INDEX index_pending_state")
+        connection.execute("ALTER TABLE index_pending DROP COLUMN seq")
+        connection.execute("CREATE INDEX index_pending_type ON index_pending (resource_type, rkey)")
+        connection.execute(
+            "CREATE TABLE index_eager (resource_type TEXT PRIMARY KEY, until REAL NOT NULL)"
+        )
+        if version == 5:
+            connection.execute("DROP TABLE index_pending")
+            connection.execute("DROP TABLE index_eager")
+        connection.execute("DELETE FROM store_meta WHERE key = 'index_id'")
+        connection.execute(
+            "UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (str(version),)
+        )
+        connection.commit()
+        connection.execute("DETACH DATABASE ix")
+    delete_index_file(path)
+
+
+def delete_index_file(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index_file(path)}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("version", [5, 7])
+async def test_an_older_database_opens_with_its_index_moved_to_the_index_file(
+    tmp_path: Path, version: int
+) -> None:
+    """No reindex needed: the rows move, with the parameters found to repeat."""
     path = tmp_path / "old.sqlite3"
     store = SqliteStore(path)
     await store.open()
-    await store.close()
-    with sqlite3.connect(path) as connection:
-        connection.execute("DROP TABLE index_pending")
-        connection.execute("DROP TABLE index_eager")
-        connection.execute("UPDATE store_meta SET value = '5' WHERE key = 'schema_version'")
+    try:
+        stack = Stack(store, path)
+        twice = patient("p1", "Okafor")
+        twice["name"].append({"family": "Mensah"})
+        await stack.resources.update("Patient", "p1", twice)
+        await stack.resources.update("Observation", "o1", observation("o1", "p1", "8867-4"))
+    finally:
+        await store.close()
+    as_older_schema(path, version)
     upgraded = SqliteStore(path)
     await upgraded.open()
     try:
         stack = Stack(upgraded, path)
-        await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
-        assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]
+        assert await stack.ids("Patient", [("family", "mensah")]) == ["p1"]
+        assert await stack.ids("Observation", [("code", "8867-4")]) == ["o1"]
+        await stack.resources.update("Patient", "p2", patient("p2", "Okafor"))
+        assert await stack.ids("Patient", [("family", "okafor")]) == ["p1", "p2"]
+        assert await upgraded.check() == []
     finally:
         await upgraded.close()
-    with sqlite3.connect(path) as connection:
-        version = connection.execute(
+    with closing(connect(path, read_only=True)) as connection:
+        version_row = connection.execute(
             "SELECT value FROM store_meta WHERE key = 'schema_version'"
         ).fetchone()
-    assert version == (str(store_module.SCHEMA_VERSION),)
+        in_main = connection.execute(
+            "SELECT name FROM main.sqlite_master WHERE name LIKE 'idx%'"
+        ).fetchall()
+        repeated = connection.execute(
+            "SELECT s.code FROM ix.param_multiple m JOIN search_param s ON s.pid = m.pid "
+            "WHERE s.resource_type = 'Patient'"
+        ).fetchall()
+    assert version_row == (str(store_module.SCHEMA_VERSION),)
+    assert in_main == []
+    assert ("family",) in repeated
 
 
 def test_a_plan_reads_the_index_of_its_types_chains_and_includes() -> None:
@@ -324,8 +399,10 @@ def test_a_plan_reads_the_index_of_its_types_chains_and_includes() -> None:
 def logged_rows(stack: Stack) -> int:
     """The index rows waiting in the log."""
     counts = " + ".join(f"coalesce(json_array_length({table}), 0)" for table in INDEX_TABLE_NAMES)
-    with sqlite3.connect(f"file:{stack.path}?mode=ro", uri=True) as connection:
-        total: int = connection.execute(f"SELECT sum({counts}) FROM index_pending").fetchone()[0]
+    with closing(connect(stack.path, read_only=True)) as connection:
+        total: int = connection.execute(
+            f"SELECT sum({counts}) FROM index_pending p WHERE {PENDING}"
+        ).fetchone()[0]
     return total
 
 
@@ -373,3 +450,116 @@ async def test_audit_events_wait_in_the_log_until_many_and_searches_still_see_th
         assert stack.logged() == []
     finally:
         await store.close()
+
+
+def log_size(path: Path) -> int:
+    """Rows in the log, applied or not."""
+    with closing(connect(path, read_only=True)) as connection:
+        count: int = connection.execute("SELECT COUNT(*) FROM index_pending").fetchone()[0]
+    return count
+
+
+async def test_writes_go_on_while_the_index_file_is_locked(stack: Stack) -> None:
+    """Why the index has a file of its own: applying the log, here or in another process,
+    holds up no write of resources (a stand-in holds the index file's lock throughout)."""
+    await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
+    index = index_file(stack.path)
+    lock = ProcessWriteLock(index)
+    try:
+        with lock.held(), closing(sqlite3.connect(index, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            for number in range(2, 6):
+                written = stack.resources.update(
+                    "Patient", f"p{number}", patient(f"p{number}", "Mensah")
+                )
+                await asyncio.wait_for(written, 10)
+            holder.execute("ROLLBACK")
+    finally:
+        lock.close()
+    assert await stack.ids("Patient", [("family", "mensah")]) == ["p2", "p3", "p4", "p5"]
+
+
+async def test_applied_rows_leave_the_log(stack: Stack) -> None:
+    await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
+    await stack.resources.update("Patient", "p2", patient("p2", "Mensah"))
+    assert log_size(stack.path) == 2
+    assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]  # applies both
+    await settled(lambda: log_size(stack.path) == 0)  # the writer forgets them
+    assert log_size(stack.path) == 0
+
+
+async def test_a_row_is_forgotten_only_once_its_version_is_applied(tmp_path: Path) -> None:
+    """The writer forgets what the indexer applied; a newer version logged meanwhile
+    stays, pending."""
+    path = tmp_path / "forget.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with closing(connect(path)) as connection:
+        connection.execute(
+            "INSERT INTO index_pending (rkey, resource_type, existed, seq) "
+            "VALUES (1, 'Patient', 0, 5), (2, 'Patient', 0, 7)"
+        )
+        forget_applied(connection, [(1, 4), (2, 7), (3, 1)])
+        left = connection.execute("SELECT rkey, seq FROM index_pending").fetchall()
+    assert left == [(1, 5)]
+
+
+async def test_rows_applied_but_not_forgotten_are_swept_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A process that ended between its indexer's commit and its writer's leaves applied
+    rows in the log: harmless (they are not pending), and gone at the next start."""
+    path = tmp_path / "sweep.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await Stack(store, path).resources.update("Patient", "p1", patient("p1", "Okafor"))
+    finally:
+        await store.close()
+    with closing(connect(path)) as connection:
+        connection.execute(
+            "INSERT INTO index_pending (rkey, resource_type, existed, seq) "
+            "SELECT rkey, 'Patient', 1, seq FROM ix.index_state"
+        )
+        connection.commit()
+    assert log_size(path) == 1
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        assert log_size(path) == 0
+        assert await Stack(reopened, path).ids("Patient", [("family", "okafor")]) == ["p1"]
+    finally:
+        await reopened.close()
+
+
+async def test_a_lost_index_file_is_reported_and_reindex_fills_a_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "lost.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await Stack(store, path).resources.update("Patient", "p1", patient("p1", "Okafor"))
+    finally:
+        await store.close()
+    delete_index_file(path)
+    reopened = SqliteStore(path)
+    with caplog.at_level(logging.ERROR, logger="rofecare.storage"):
+        await reopened.open()
+    try:
+        assert "does not hold the search index" in caplog.text
+        assert "rofecare reindex" in caplog.text
+        stack = Stack(reopened, path)
+        assert await stack.ids("Patient", [("family", "okafor")]) == []
+        index = SearchIndex(
+            load_search_parameters(),
+            load_definitions().is_resource_type,
+            default_count=100,
+            max_count=100,
+        )
+        summary = await reindex(reopened, index)
+        assert summary.reindexed == 1
+        assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]
+    finally:
+        await reopened.close()

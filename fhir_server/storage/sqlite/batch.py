@@ -103,6 +103,7 @@ def write_batch(
                 None if record.deleted else record.entries,
                 record.full_text,
                 owner.existed,
+                seq,
                 log_rows.get(id(record)) if log_rows else None,
             )
     if not versions:

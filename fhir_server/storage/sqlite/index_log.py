@@ -12,13 +12,22 @@ ms of SQLite per group commit with the rows inserted in it, 1.3-1.6 ms logged an
 every 140-560 creates, 1.0-1.3 ms unindexed. The rows go from JSON to the tables in SQL
 (``json_each``): the writer thread holds Python's GIL for none of them.
 
+The index tables are in a file of their own (schema.py), so applying takes that file's
+write lock and not the main file's: writes of resources go on meanwhile. An applied row
+stays in the log until the main file's writer next commits (``forget_applied``); until
+then ``index_state`` (in the index file) shows it applied: a logged row is pending exactly
+while the index holds an older version of its resource (``PENDING``).
+
 What keeps search exact (the rows are written in the transaction of their version, as
 before; only their place changes): a search first looks, inside its own read snapshot, for
-logged rows of the resource types it reads (``plan.indexed_types``), and has them applied before it
-reads any index table (``SqliteStore.search``). Conditional writes and guards apply them
-inside their write transaction. A logged row always describes the newest version of its
-resource (a later write replaces it), and applying one replaces every index row of its
-resource, so applying is idempotent and order-free.
+pending rows of the resource types it reads (``plan.indexed_types``), and has them applied
+before it reads any index table (``SqliteStore.search``). That look reads the main file
+first and the index file second, so the index file's snapshot is never older than the log
+it is compared with: a row forgotten from the log was applied before it was forgotten.
+Conditional writes and guards apply pending rows inside their write transaction. A logged
+row always describes the newest version of its resource (a later write replaces it), and
+applying one replaces every index row of its resource, so applying is idempotent and
+order-free.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ class LoggedIndex:
     entries: Sequence[IndexEntry] | None
     full_text: FullText | None
     existed: bool  # its resource may have rows in the index tables already
+    seq: int  # the version's sequence number
     prepared: LogRow | None = None
 
 
@@ -73,6 +83,7 @@ _LOG_COLUMNS = (
     "rkey",
     "resource_type",
     "existed",
+    "seq",
     *INDEX_TABLE_NAMES,
     "narrative",
     "content",
@@ -150,25 +161,29 @@ def log_index(
             if built is None:  # cannot happen: the writer's pid function interns them all
                 raise RuntimeError(f"a search parameter of {item.resource_type} has no id")
             row = built
-        head = (item.rkey, item.resource_type, int(item.existed), *row.tables)
+        head = (item.rkey, item.resource_type, int(item.existed), item.seq, *row.tables)
         logged.append((*head, row.narrative, row.content, row.repeated))
     insert_rows(connection, _LOG_INSERT, logged, _LOG_REPLACE)
 
 
+PENDING = "NOT EXISTS (SELECT 1 FROM index_state s WHERE s.rkey = p.rkey AND s.seq >= p.seq)"
+"""Of a logged row ``p``: the index file does not hold its version yet."""
+
+
 def logged_among(connection: sqlite3.Connection, types: Collection[str] | None) -> bool:
-    """Whether rows of ``types`` (None: of any type) wait in the log."""
+    """Whether pending rows of ``types`` (None: of any type) wait in the log."""
     if types is None:
-        row = connection.execute("SELECT 1 FROM index_pending LIMIT 1").fetchone()
+        row = connection.execute(f"SELECT 1 FROM index_pending p WHERE {PENDING} LIMIT 1")
     elif not types:
         return False
     else:
         listed = sorted(types)
         row = connection.execute(
-            "SELECT 1 FROM index_pending "
-            f"WHERE resource_type IN ({', '.join('?' * len(listed))}) LIMIT 1",
+            "SELECT 1 FROM index_pending p "
+            f"WHERE p.resource_type IN ({', '.join('?' * len(listed))}) AND {PENDING} LIMIT 1",
             listed,
-        ).fetchone()
-    return row is not None
+        )
+    return row.fetchone() is not None
 
 
 def apply_logged(
@@ -176,34 +191,35 @@ def apply_logged(
     types: Collection[str] | None = None,
     limit: int | None = None,
     excluding: Collection[str] = (),
-) -> int:
-    """Move logged rows (of ``types``; None: all but ``excluding``, at most ``limit``
-    resources) into the index tables, within the caller's write transaction; the number of
-    resources moved.
+) -> list[tuple[int, int]]:
+    """Move pending rows (of ``types``; None: all but ``excluding``, at most ``limit``
+    resources) into the index tables, within the caller's transaction, which writes the
+    index file (the caller holds its lock); the (rkey, seq) of each row moved, for
+    ``forget_applied``.
 
-    The rows go from the log's JSON to the tables in SQL (``json_each``), so the writer
+    The rows go from the log's JSON to the tables in SQL (``json_each``), so the applying
     thread spends no Python per row and holds no GIL while it works."""
-    sql = "SELECT rkey, existed FROM index_pending"
+    sql = f"SELECT p.rkey, p.existed, p.seq FROM index_pending p WHERE {PENDING}"
     args: list[Any] = []
     if types is not None:
         if not types:
-            return 0
+            return []
         listed = sorted(types)
-        sql += f" WHERE resource_type IN ({', '.join('?' * len(listed))})"
+        sql += f" AND p.resource_type IN ({', '.join('?' * len(listed))})"
         args += listed
     elif excluding:
         listed = sorted(excluding)
-        sql += f" WHERE resource_type NOT IN ({', '.join('?' * len(listed))})"
+        sql += f" AND p.resource_type NOT IN ({', '.join('?' * len(listed))})"
         args += listed
-    sql += " ORDER BY rkey"
+    sql += " ORDER BY p.rkey"
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)
     logged = connection.execute(sql, args).fetchall()
     for start in range(0, len(logged), MAX_ROWS_PER_STATEMENT):
         chunk = logged[start : start + MAX_ROWS_PER_STATEMENT]
-        clear_index(connection, [rkey for rkey, existed in chunk if existed])
-        rkeys = [rkey for rkey, _ in chunk]
+        clear_index(connection, [rkey for rkey, existed, _ in chunk if existed])
+        rkeys = [rkey for rkey, _, _ in chunk]
         marks = f"({', '.join('?' * len(rkeys))})"
         for statement in _APPLY:
             connection.execute(statement + marks, rkeys)
@@ -214,13 +230,34 @@ def apply_logged(
             rkeys,
         )
         connection.execute(
-            "UPDATE search_param SET multiple = 1 WHERE multiple = 0 AND pid IN "
-            "(SELECT r.value FROM index_pending p, json_each(p.repeated) r "
-            f"WHERE p.rkey IN {marks})",
+            "INSERT OR IGNORE INTO param_multiple (pid) "
+            "SELECT r.value FROM index_pending p, json_each(p.repeated) r "
+            f"WHERE p.rkey IN {marks}",
             rkeys,
         )
-        connection.execute(f"DELETE FROM index_pending WHERE rkey IN {marks}", rkeys)
-    return len(logged)
+        connection.execute(
+            "INSERT INTO index_state (rkey, seq) "
+            f"SELECT rkey, seq FROM index_pending WHERE rkey IN {marks} "
+            "ON CONFLICT (rkey) DO UPDATE SET seq = excluded.seq",
+            rkeys,
+        )
+    return [(rkey, seq) for rkey, _, seq in logged]
+
+
+def forget_applied(connection: sqlite3.Connection, applied: Sequence[tuple[int, int]]) -> None:
+    """Delete from the log the rows ``apply_logged`` moved, unless a newer version replaced
+    them meanwhile; within a write transaction of the main file.
+
+    The (rkey, seq) pairs come from the applier, not from ``index_state``: reading the
+    index file here would start a snapshot of it in the writer's transaction, which could
+    then not write that file (a conditional write applies the log) after another commit."""
+    if applied:
+        connection.execute(
+            "DELETE FROM index_pending WHERE rkey IN (SELECT p.rkey FROM json_each(?) applied "
+            "JOIN index_pending p ON p.rkey = applied.value ->> 0 "
+            "WHERE p.seq <= applied.value ->> 1)",
+            (_json(applied),),
+        )
 
 
 def clear_index(connection: sqlite3.Connection, rkeys: Sequence[int]) -> None:

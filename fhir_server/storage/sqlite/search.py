@@ -62,7 +62,7 @@ class SqliteSearch:
             return False
         listed = ",".join(str(int(pid)) for pid in pids)
         row = self._connection.execute(
-            f"SELECT COUNT(*) FROM search_param WHERE pid IN ({listed}) AND multiple = 1"
+            f"SELECT COUNT(*) FROM param_multiple WHERE pid IN ({listed})"
         ).fetchone()
         return int(row[0]) == 0
 

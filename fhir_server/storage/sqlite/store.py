@@ -11,7 +11,15 @@ steps; a search over it, and history, run on a small reader pool (``_search_on_l
 Search index rows are written with their version to an index log and applied to the index
 tables in batches, before any search reads them (index_log.py): at most ``APPLY_DELAY_SECONDS``
 after a write, at once when ``APPLY_AT`` resources wait, and whenever a search or a conditional
-write needs the types it reads current.
+write needs the types it reads current. The index tables are in a file of their own
+(schema.py), written by a thread of their own (``sqlite-indexer``), so applying the log
+holds up neither this process's writes nor another's.
+
+Locks: the main file's writer takes ``<database>-writer.lock``, a writer of the index file
+``<database>-index-writer.lock`` (write_lock.py); a transaction that writes both (a
+conditional write applying the log, a reindex) takes the main one first, and nobody holding
+the index one waits for the main one, so they never deadlock. Transactions begin deferred:
+``BEGIN IMMEDIATE`` would take the write lock of every attached file.
 
 Durability: WAL with ``synchronous=FULL`` by default, so an acknowledged write survives a
 crash or power loss; a killed process leaves at most an uncommitted WAL tail, which SQLite
@@ -22,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -57,19 +67,24 @@ from fhir_server.storage.sqlite.index_log import (
     LoggedIndex,
     LogRow,
     apply_logged,
+    forget_applied,
     log_index,
     log_row,
     logged_among,
 )
-from fhir_server.storage.sqlite.index_rows import PidFunction
+from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES, PidFunction
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, insert_rows, version_of
 from fhir_server.storage.sqlite.schema import (
     CLAIMS_SINCE,
+    INDEX_SCHEMA,
+    INDEX_STATEMENTS,
     SCHEMA_VERSION,
     STATEMENTS,
     UPGRADABLE_FROM,
+    index_file,
 )
 from fhir_server.storage.sqlite.search import SqliteSearch
+from fhir_server.storage.sqlite.upgrade import move_index_tables, number_logged_versions
 from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
 
 T = TypeVar("T")
@@ -155,10 +170,21 @@ class SqliteStore:
         self._queue: list[_QueuedWrite] = []
         self._writes_since_analyze = 0
         self._queue_lock = threading.Lock()
+        self._index_path = index_file(path)
+        self._indexer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-indexer")
         self._write_lock = ProcessWriteLock(path)  # writer thread only
-        self._unapplied = 0  # writer thread only: resources logged since the log was applied
-        self._unapplied_bulk = 0  # writer thread only: the same, index rows of bulk types
-        self._apply_timer: threading.Timer | None = None  # writer thread only
+        # The index file's lock, one per thread that writes it: flock locks of one open file
+        # do not exclude each other.
+        self._index_lock = ProcessWriteLock(self._index_path)  # writer thread only
+        self._indexer_lock = ProcessWriteLock(self._index_path)  # indexer thread only
+        self._held_index: contextlib.ExitStack | None = None  # writer thread only
+        self._index_held = False  # writer thread only: _index_lock is in _held_index
+        self._apply_state = threading.Lock()  # guards the five fields below
+        self._unapplied = 0  # resources logged since the log was applied
+        self._unapplied_bulk = 0  # the same, index rows of bulk types
+        self._apply_timer: threading.Timer | None = None
+        self._eager_wanted: set[str] = set()  # types to apply now, once the indexer is free
+        self._applied: list[tuple[int, int]] = []  # (rkey, seq) applied, to forget
         # writer thread only: index_eager as last read (resource type or ALL_TYPES -> epoch
         # seconds), and when it was read (monotonic)
         self._eager_until: dict[str, float] = {}
@@ -169,17 +195,22 @@ class SqliteStore:
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         await self._on_writer(self._create_schema)
-        await self._on_writer(self._apply_all)
+        await self._on_indexer(self._apply_all)
+        await self._on_writer(self._sweep_log)
         await self._on_writer(self._analyze)
 
     async def close(self) -> None:
         self._closing = True  # searches still running stop at their next progress check
-        await self._on_writer(self._apply_all)
-        await self._on_writer(self._cancel_apply_timer)
+        await self._on_indexer(self._apply_all)
+        await self._on_writer(self._sweep_log)
+        self._cancel_apply_timer()
         await self._on_writer(self._checkpoint)
         self._writer.shutdown(wait=True)
+        self._indexer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self._write_lock.close()
+        self._index_lock.close()
+        self._indexer_lock.close()
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()
@@ -208,22 +239,26 @@ class SqliteStore:
             check_same_thread=False,
             timeout=busy_timeout_ms / 1000,
         )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        connection.execute(f"ATTACH DATABASE ? AS {INDEX_SCHEMA}", (str(self._index_path),))
+        for schema in ("main", INDEX_SCHEMA):
+            connection.execute(f"PRAGMA {schema}.journal_mode=WAL")
+            # FULL for the index file too: a row is forgotten from the log (in a later,
+            # durable commit of the main file) only after it was applied there.
+            connection.execute(f"PRAGMA {schema}.synchronous={self._synchronous}")
+            connection.execute(f"PRAGMA {schema}.cache_size=-{CACHE_KIB}")
         connection.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         with self._connections_lock:
             self._connections.append(connection)
         return connection
 
     def _create_schema(self) -> None:
-        with self._write_lock.held():
+        with self._write_lock.held(), self._index_lock.held():
             self._create_schema_locked()
 
     def _create_schema_locked(self) -> None:
         connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("BEGIN IMMEDIATE")  # both files: it may move rows between them
         try:
             existing = connection.execute(
                 "SELECT name FROM sqlite_master WHERE name = 'store_meta'"
@@ -249,8 +284,11 @@ class SqliteStore:
                         self._path,
                         UPGRADABLE_FROM[before],
                     )
-            for statement in STATEMENTS:
+            number_logged_versions(connection)
+            for statement in (*STATEMENTS, *INDEX_STATEMENTS):
                 connection.execute(statement)
+            move_index_tables(connection)
+            self._pair_index_file(connection)
             connection.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -262,12 +300,48 @@ class SqliteStore:
                 connection.execute("ROLLBACK")
             raise
 
+    def _pair_index_file(self, connection: sqlite3.Connection) -> None:
+        """Make sure the index file is this database's. A copy of the main file without its
+        index file (or beside another database's) would otherwise answer searches from the
+        wrong rows: such an index file is emptied, and the log says to run reindex."""
+        row = connection.execute("SELECT value FROM store_meta WHERE key = 'index_id'").fetchone()
+        paired = row[0] if row else None
+        row = connection.execute(
+            f"SELECT value FROM {INDEX_SCHEMA}.index_meta WHERE key = 'index_id'"
+        ).fetchone()
+        found = row[0] if row else None
+        if paired is not None and found == paired:
+            return
+        if found is not None or paired is not None:  # not a new pair: a file was swapped
+            for table in (*INDEX_TABLE_NAMES, "idx_text", "index_state", "param_multiple"):
+                connection.execute(f"DELETE FROM {INDEX_SCHEMA}.{table}")
+            if connection.execute("SELECT 1 FROM resource_current LIMIT 1").fetchone():
+                log.error(
+                    "%s does not hold the search index of %s; it was emptied. Run "
+                    "`rofecare reindex` so that searches find the resources stored before",
+                    self._index_path,
+                    self._path,
+                )
+        paired = paired or uuid.uuid4().hex
+        for table in ("store_meta", f"{INDEX_SCHEMA}.index_meta"):
+            connection.execute(
+                f"INSERT INTO {table} (key, value) VALUES ('index_id', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (paired,),
+            )
+
     def _checkpoint(self) -> None:
-        self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for schema in ("main", INDEX_SCHEMA):
+            self._connection().execute(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)")
 
     async def _on_writer(self, fn: Callable[[], T]) -> T:
         return await _unavailable_on_error(
             asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        )
+
+    async def _on_indexer(self, fn: Callable[[], T]) -> T:
+        return await _unavailable_on_error(
+            asyncio.get_running_loop().run_in_executor(self._indexer, fn)
         )
 
     async def _on_reader(self, fn: Callable[[], T]) -> T:
@@ -389,7 +463,7 @@ class SqliteStore:
                         return self._run_search(connection, plan)
                 finally:
                     connection.execute("COMMIT")  # nothing written: ends the snapshot
-                self._writer.submit(self._apply_for_search, types).result()
+                self._indexer.submit(self._apply_for_search, types).result()
             # Writes keep logging rows of these types: search where none can arrive.
             return self._writer.submit(self._search_applied, plan, types).result()
 
@@ -457,7 +531,7 @@ class SqliteStore:
         """Writer thread: apply the log and search in one write transaction."""
 
         def run(connection: sqlite3.Connection) -> SearchPage:
-            apply_logged(connection, types)
+            self._apply_here(connection, types)
             return self._run_search(connection, plan, remember=False)
 
         return self._in_transaction(run)
@@ -541,6 +615,7 @@ class SqliteStore:
         log_rows = {key: row for job in batch for key, row in job.log_rows.items()}
 
         def run(connection: sqlite3.Connection) -> list[BaseException | None]:
+            forget_applied(connection, self._take_applied())
             return self._write_jobs(connection, [job.records for job in batch], log_rows)
 
         try:
@@ -549,13 +624,15 @@ class SqliteStore:
             outcomes = [error] * len(batch)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.done, outcome)
+        logged, bulk = 0, 0
         for job in batch:
             for record in job.records:
                 if record.resource_type in BULK_APPLIED_TYPES:
-                    self._unapplied_bulk += len(record.entries)
+                    bulk += len(record.entries)
                 else:
-                    self._unapplied += 1
-        self._schedule_apply()
+                    logged += 1
+        written = {record.resource_type for job in batch for record in job.records}
+        self._schedule_apply(logged, bulk, self._eager_types(written))
         self._writes_since_analyze += len(batch)
         if self._writes_since_analyze >= ANALYZE_EVERY_WRITES:
             self._writes_since_analyze = 0
@@ -623,11 +700,11 @@ class SqliteStore:
                 types = _condition_types(conditional)
                 if types is None or not judged(conditional):
                     flush()
-                    apply_logged(connection, types)
+                    self._apply_here(connection, types)
                     matched, _ = self._condition_matched(connection, conditional, job, None, None)
                 else:
                     if not types <= applied:
-                        apply_logged(connection, types - applied)
+                        self._apply_here(connection, types - applied)
                         applied.update(types)
                     if not queued.only_creates(types):
                         flush()
@@ -645,18 +722,18 @@ class SqliteStore:
                 waiting.append(index)
                 queued.queue(job)
         flush()
-        eager = self._eager_types(connection, {r.resource_type for job in jobs for r in job})
-        if eager:
-            apply_logged(connection, eager)
         return outcomes
 
     # -- the index log (index_log.py) -------------------------------------------------------
 
-    def _eager_types(self, connection: sqlite3.Connection, written: set[str]) -> set[str]:
-        """The types of ``written`` that a search of any process waited for lately."""
+    def _eager_types(self, written: set[str]) -> set[str]:
+        """Writer thread, after a commit: the types of ``written`` that a search of any
+        process waited for lately."""
         if time.monotonic() - self._eager_read >= EAGER_REREAD_SECONDS:
             self._eager_until = dict(
-                connection.execute("SELECT resource_type, until FROM index_eager").fetchall()
+                self._connection()
+                .execute("SELECT resource_type, until FROM index_eager")
+                .fetchall()
             )
             self._eager_read = time.monotonic()
         now = time.time()
@@ -664,54 +741,92 @@ class SqliteStore:
             return written
         return {name for name in written if self._eager_until.get(name, 0.0) > now}
 
-    def _schedule_apply(self) -> None:
-        """Writer thread, after a commit: have the log applied soon, or now if it is long;
-        rows of bulk types only when they are many."""
-        if self._unapplied >= APPLY_AT or self._unapplied_bulk >= BULK_APPLY_ROWS:
-            self._cancel_apply_timer()
+    def _schedule_apply(self, logged: int, bulk: int, eager: set[str]) -> None:
+        """Writer thread, after a commit: have the indexer apply the log soon, at once if it
+        is long or a search waited for these types lately (``eager``); rows of bulk types
+        only when they are many."""
+        with self._apply_state:
+            self._unapplied += logged
+            self._unapplied_bulk += bulk
+            now = self._unapplied >= APPLY_AT or self._unapplied_bulk >= BULK_APPLY_ROWS
+            later = not now and self._unapplied > 0 and self._apply_timer is None
+            first_eager = bool(eager - self._eager_wanted) and not self._eager_wanted
+            self._eager_wanted |= eager
+            if now:
+                self._cancel_apply_timer_locked()
+            elif later:
+                timer = threading.Timer(APPLY_DELAY_SECONDS, self._submit_apply)
+                timer.daemon = True
+                self._apply_timer = timer
+                timer.start()
+        if first_eager:
+            self._on_indexer_soon(self._apply_eager)
+        if now:
             self._submit_apply()
-        elif self._unapplied and self._apply_timer is None:
-            timer = threading.Timer(APPLY_DELAY_SECONDS, self._submit_apply)
-            timer.daemon = True
-            self._apply_timer = timer
-            timer.start()
 
     def _cancel_apply_timer(self) -> None:
+        with self._apply_state:
+            self._cancel_apply_timer_locked()
+
+    def _cancel_apply_timer_locked(self) -> None:
         timer, self._apply_timer = self._apply_timer, None
         if timer is not None:
             timer.cancel()
 
     def _submit_apply(self) -> None:
+        self._on_indexer_soon(self._apply_backlog)
+
+    def _on_indexer_soon(self, fn: Callable[[], None]) -> None:
         with contextlib.suppress(RuntimeError):  # shut down: close() applied the log
-            self._writer.submit(self._apply_backlog)
+            self._indexer.submit(fn)
 
     def _apply_backlog(self) -> None:
-        """Writer thread: apply one chunk of the log, and queue the next after the writes
+        """Indexer thread: apply one chunk of the log, and queue the next after the writes
         that arrived meanwhile."""
-        self._apply_timer = None
-        bulk = self._unapplied_bulk >= BULK_APPLY_ROWS
+        with self._apply_state:
+            self._apply_timer = None
+            bulk = self._unapplied_bulk >= BULK_APPLY_ROWS
+            if not self._unapplied and not bulk:
+                return  # an earlier call applied it all
         excluding = () if bulk else BULK_APPLIED_TYPES
         try:
-            applied = self._in_transaction(
+            applied = self._in_index_transaction(
                 lambda connection: apply_logged(connection, limit=APPLY_CHUNK, excluding=excluding)
             )
         except Exception:  # left in the log: the next search applies it, or says why not
             log.exception("The index log could not be applied now")
             return
-        if applied < APPLY_CHUNK:
-            self._unapplied = 0
-            if bulk:
-                self._unapplied_bulk = 0
+        self._applied_by_indexer(applied)
+        if len(applied) < APPLY_CHUNK:
+            with self._apply_state:
+                self._unapplied = 0
+                if bulk:
+                    self._unapplied_bulk = 0
         else:
             self._submit_apply()
 
+    def _apply_eager(self) -> None:
+        """Indexer thread: apply the rows of the types searches waited for lately, written
+        since the last call (one call serves every commit that came meanwhile)."""
+        with self._apply_state:
+            types, self._eager_wanted = self._eager_wanted, set()
+        if not types:
+            return
+        try:
+            applied = self._in_index_transaction(lambda connection: apply_logged(connection, types))
+        except Exception:  # left in the log: the next search applies it, or says why not
+            log.exception("The index log could not be applied now")
+            return
+        self._applied_by_indexer(applied)
+
     def _apply_for_search(self, types: frozenset[str] | None) -> None:
-        """Writer thread: apply the rows a search waits for, and have every process's
-        writes of those types apply theirs at each commit for a while (``index_eager``)."""
+        """Indexer thread: apply the rows a search waits for, and have every process's
+        writes of those types apply theirs right after each commit for a while
+        (``index_eager``)."""
         until = time.time() + EAGER_SECONDS
 
-        def run(connection: sqlite3.Connection) -> None:
-            apply_logged(connection, types)
+        def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
+            applied = apply_logged(connection, types)
             if EAGER_SECONDS > 0:
                 marked = sorted(types) if types is not None else [ALL_TYPES]
                 insert_rows(
@@ -721,15 +836,61 @@ class SqliteStore:
                     " ON CONFLICT (resource_type) DO UPDATE SET until = excluded.until",
                 )
                 self._eager_read = -EAGER_REREAD_SECONDS  # read it again at the next commit
+            return applied
 
-        self._in_transaction(run)
+        self._applied_by_indexer(self._in_index_transaction(run))
         if types is None or not BULK_APPLIED_TYPES.isdisjoint(types):
-            self._unapplied_bulk = 0
+            with self._apply_state:
+                self._unapplied_bulk = 0
 
     def _apply_all(self) -> None:
-        """Writer thread: apply every logged row."""
-        self._in_transaction(lambda connection: apply_logged(connection))
-        self._unapplied = self._unapplied_bulk = 0
+        """Indexer thread: apply every logged row."""
+        self._applied_by_indexer(self._in_index_transaction(apply_logged))
+        with self._apply_state:
+            self._unapplied = self._unapplied_bulk = 0
+
+    def _applied_by_indexer(self, applied: list[tuple[int, int]]) -> None:
+        """Indexer thread: have the writer forget these rows from the log, in its next
+        transaction, or in one of their own if no write comes first."""
+        if not applied:
+            return
+        with self._apply_state:
+            self._applied.extend(applied)
+        with contextlib.suppress(RuntimeError):  # shut down: close() sweeps the log
+            self._writer.submit(self._forget_now)
+
+    def _take_applied(self) -> list[tuple[int, int]]:
+        with self._apply_state:
+            applied, self._applied = self._applied, []
+        return applied
+
+    def _forget_now(self) -> None:
+        """Writer thread: forget the applied rows a write has not forgotten already."""
+        with self._apply_state:
+            if not self._applied:
+                return
+        try:
+            applied = self._take_applied()
+            self._in_transaction(lambda connection: forget_applied(connection, applied))
+        except Exception:  # they stay in the log, shown applied; the next open sweeps them
+            log.exception("Applied rows could not be removed from the index log now")
+
+    def _sweep_log(self) -> None:
+        """Writer thread: forget every applied row, whoever applied it (a process that
+        ended before its writer forgot what its indexer applied leaves some behind)."""
+        self._take_applied()
+        self._in_transaction(
+            lambda connection: connection.execute(
+                "DELETE FROM index_pending WHERE seq <= "
+                "(SELECT s.seq FROM index_state s WHERE s.rkey = index_pending.rkey)"
+            )
+        )
+
+    def _apply_here(self, connection: sqlite3.Connection, types: frozenset[str] | None) -> None:
+        """Writer thread, inside ``_in_transaction``: apply the pending rows of ``types``
+        in this transaction, which then writes the index file too, and forget them."""
+        self._hold_index_lock()
+        forget_applied(connection, apply_logged(connection, types))
 
     def _condition_matched(
         self,
@@ -779,8 +940,8 @@ class SqliteStore:
         index once per row of a sort and never answered."""
         connection = self._connection()
         connection.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
-        with self._write_lock.held():
-            connection.execute("ANALYZE")
+        with self._write_lock.held(), self._index_lock.held():
+            connection.execute("ANALYZE")  # both files
 
     def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction; parameter ids it interned are cached only
@@ -788,8 +949,11 @@ class SqliteStore:
         holds (another process would then intern the same parameter under another id)."""
         connection = self._connection()
         self._pending_pids.clear()
-        with self._write_lock.held():
-            connection.execute("BEGIN IMMEDIATE")
+        with self._write_lock.held(), contextlib.ExitStack() as index_lock:
+            self._held_index = index_lock
+            # Deferred: the first write takes the main file's lock, which nobody else
+            # holds (``_write_lock``). BEGIN IMMEDIATE would take the index file's as well.
+            connection.execute("BEGIN")
             try:
                 result = work(connection)
                 connection.execute("COMMIT")
@@ -798,8 +962,36 @@ class SqliteStore:
                     connection.execute("ROLLBACK")
                 self._pending_pids.clear()
                 raise
+            finally:
+                self._held_index = None
+                self._index_held = False
         self._pid_cache.update(self._pending_pids)
         self._pending_pids.clear()
+        return result
+
+    def _hold_index_lock(self) -> None:
+        """Writer thread, inside ``_in_transaction``: take the index file's lock until the
+        transaction ends, before it first reads that file (its snapshot must not be older
+        than the lock, or writing the file would fail)."""
+        if self._held_index is None:
+            raise RuntimeError("the index file is written only inside a transaction")
+        if not self._index_held:
+            self._held_index.enter_context(self._index_lock.held())
+            self._index_held = True
+
+    def _in_index_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Indexer thread: run ``work`` in one transaction that writes the index file only
+        (it reads the main file's log in the same snapshot)."""
+        connection = self._connection()
+        with self._indexer_lock.held():
+            connection.execute("BEGIN")
+            try:
+                result = work(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
         return result
 
     _write_batch = staticmethod(write_batch)
@@ -826,12 +1018,12 @@ class SqliteStore:
 
     async def replace_index(self, records: Sequence[IndexRecord]) -> int:
         def run(connection: sqlite3.Connection) -> int:
-            apply_logged(connection)  # a logged row must not come after
+            self._apply_here(connection, None)  # a logged row must not come after
             replaced = []
             claims = ClaimBook({}, {})
             for record in records:
                 row = connection.execute(
-                    "SELECT rkey, version_id, deleted FROM resource_current "
+                    "SELECT rkey, version_id, deleted, seq FROM resource_current "
                     "WHERE resource_type = ? AND id = ?",
                     (record.resource_type, record.resource_id),
                 ).fetchone()
@@ -841,11 +1033,17 @@ class SqliteStore:
                     claims.replace(row[0], record.claims)
                 replaced.append(
                     LoggedIndex(
-                        row[0], record.resource_type, record.entries, record.full_text, True
+                        row[0], record.resource_type, record.entries, record.full_text, True, row[3]
                     )
                 )
             log_index(connection, replaced, self._pid_function(connection))
-            apply_logged(connection)
+            # The index holds these versions already: say it does not, or they would not be
+            # pending (the lock is held since the first apply above).
+            connection.execute(
+                "DELETE FROM index_state WHERE rkey IN (SELECT value FROM json_each(?))",
+                (json.dumps([item.rkey for item in replaced]),),
+            )
+            self._apply_here(connection, None)
             claims.write(connection)
             return len(replaced)
 
