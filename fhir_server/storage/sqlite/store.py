@@ -604,24 +604,29 @@ class SqliteStore:
         await _unavailable_on_error(done)
 
     def _drain_queue(self) -> None:
-        with self._queue_lock:
-            batch, self._queue = self._queue[:MAX_GROUP_COMMIT], self._queue[MAX_GROUP_COMMIT:]
-            if self._queue:
-                self._writer.submit(self._drain_queue)
-        if not batch:
-            return
+        """Writer thread: commit the writes queued. The queue is taken only once this
+        thread holds the write lock, so the writes queued while another process committed
+        join this commit instead of waiting for the next one: with two workers the lock
+        is rarely free, and each commit's fsync is shared by more writes."""
         outcomes: list[BaseException | None]
+        with self._write_lock.held():
+            with self._queue_lock:
+                batch = self._queue[:MAX_GROUP_COMMIT]
+                self._queue = self._queue[MAX_GROUP_COMMIT:]
+                if self._queue:
+                    self._writer.submit(self._drain_queue)
+            if not batch:
+                return
+            log_rows = {key: row for job in batch for key, row in job.log_rows.items()}
 
-        log_rows = {key: row for job in batch for key, row in job.log_rows.items()}
+            def run(connection: sqlite3.Connection) -> list[BaseException | None]:
+                forget_applied(connection, self._take_applied())
+                return self._write_jobs(connection, [job.records for job in batch], log_rows)
 
-        def run(connection: sqlite3.Connection) -> list[BaseException | None]:
-            forget_applied(connection, self._take_applied())
-            return self._write_jobs(connection, [job.records for job in batch], log_rows)
-
-        try:
-            outcomes = self._in_transaction(run)
-        except BaseException as error:  # the shared commit failed: every write in it did
-            outcomes = [error] * len(batch)
+            try:
+                outcomes = self._in_transaction(run, locked=True)
+            except BaseException as error:  # the shared commit failed: every write in it did
+                outcomes = [error] * len(batch)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.done, outcome)
         logged, bulk = 0, 0
@@ -943,13 +948,17 @@ class SqliteStore:
         with self._write_lock.held(), self._index_lock.held():
             connection.execute("ANALYZE")  # both files
 
-    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one write transaction; parameter ids it interned are cached only
-        once committed, so a rollback can never leave the cache naming a pid that no row
-        holds (another process would then intern the same parameter under another id)."""
+    def _in_transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, locked: bool = False
+    ) -> T:
+        """Run ``work`` in one write transaction (``locked``: the caller holds the write
+        lock already); parameter ids it interned are cached only once committed, so a
+        rollback can never leave the cache naming a pid that no row holds (another process
+        would then intern the same parameter under another id)."""
         connection = self._connection()
         self._pending_pids.clear()
-        with self._write_lock.held(), contextlib.ExitStack() as index_lock:
+        lock = contextlib.nullcontext() if locked else self._write_lock.held()
+        with lock, contextlib.ExitStack() as index_lock:
             self._held_index = index_lock
             # Deferred: the first write takes the main file's lock, which nobody else
             # holds (``_write_lock``). BEGIN IMMEDIATE would take the index file's as well.
