@@ -563,3 +563,36 @@ async def test_a_lost_index_file_is_reported_and_reindex_fills_a_new_one(
         assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]
     finally:
         await reopened.close()
+
+
+async def test_rows_logged_while_the_indexer_applies_are_applied_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexer applies while writes go on: a write committed during an apply (here,
+    made from inside it) is applied by the next one, with no search to ask for it."""
+    monkeypatch.setattr(store_module, "APPLY_DELAY_SECONDS", 0.05)
+    monkeypatch.setattr(store_module, "EAGER_SECONDS", 0.0)
+    path = tmp_path / "during.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        stack = Stack(store, path)
+        loop = asyncio.get_running_loop()
+        real = store_module.apply_logged
+        during: list[str] = []
+
+        def applying(connection: sqlite3.Connection, *args: Any, **kwargs: Any) -> Any:
+            applied = real(connection, *args, **kwargs)
+            if not during:
+                during.append("p2")
+                written = stack.resources.update("Patient", "p2", patient("p2", "Mensah"))
+                asyncio.run_coroutine_threadsafe(written, loop).result(10)
+            return applied
+
+        monkeypatch.setattr(store_module, "apply_logged", applying)
+        await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
+        await settled(lambda: bool(during) and not stack.logged())
+        assert during == ["p2"]
+        assert stack.logged() == []
+    finally:
+        await store.close()

@@ -179,10 +179,11 @@ class SqliteStore:
         self._indexer_lock = ProcessWriteLock(self._index_path)  # indexer thread only
         self._held_index: contextlib.ExitStack | None = None  # writer thread only
         self._index_held = False  # writer thread only: _index_lock is in _held_index
-        self._apply_state = threading.Lock()  # guards the five fields below
+        self._apply_state = threading.Lock()  # guards the six fields below
         self._unapplied = 0  # resources logged since the log was applied
         self._unapplied_bulk = 0  # the same, index rows of bulk types
         self._apply_timer: threading.Timer | None = None
+        self._backlog_queued = False  # an _apply_backlog is queued on the indexer
         self._eager_wanted: set[str] = set()  # types to apply now, once the indexer is free
         self._applied: list[tuple[int, int]] = []  # (rkey, seq) applied, to forget
         # writer thread only: index_eager as last read (resource type or ALL_TYPES -> epoch
@@ -201,9 +202,9 @@ class SqliteStore:
 
     async def close(self) -> None:
         self._closing = True  # searches still running stop at their next progress check
+        self._cancel_apply_timer()
         await self._on_indexer(self._apply_all)
         await self._on_writer(self._sweep_log)
-        self._cancel_apply_timer()
         await self._on_writer(self._checkpoint)
         self._writer.shutdown(wait=True)
         self._indexer.shutdown(wait=True)
@@ -753,21 +754,26 @@ class SqliteStore:
         with self._apply_state:
             self._unapplied += logged
             self._unapplied_bulk += bulk
-            now = self._unapplied >= APPLY_AT or self._unapplied_bulk >= BULK_APPLY_ROWS
-            later = not now and self._unapplied > 0 and self._apply_timer is None
-            first_eager = bool(eager - self._eager_wanted) and not self._eager_wanted
+            first_eager = bool(eager) and not self._eager_wanted  # else a call is queued
             self._eager_wanted |= eager
-            if now:
-                self._cancel_apply_timer_locked()
-            elif later:
-                timer = threading.Timer(APPLY_DELAY_SECONDS, self._submit_apply)
-                timer.daemon = True
-                self._apply_timer = timer
-                timer.start()
+            self._plan_apply_locked()
         if first_eager:
             self._on_indexer_soon(self._apply_eager)
-        if now:
-            self._submit_apply()
+
+    def _plan_apply_locked(self) -> None:
+        """Queue an apply now if the log is long, else arm the timer if rows wait; at most
+        one of either is pending at a time."""
+        if self._backlog_queued:
+            return
+        if self._unapplied >= APPLY_AT or self._unapplied_bulk >= BULK_APPLY_ROWS:
+            self._cancel_apply_timer_locked()
+            self._backlog_queued = True
+            self._on_indexer_soon(self._apply_backlog)
+        elif self._unapplied and self._apply_timer is None:
+            timer = threading.Timer(APPLY_DELAY_SECONDS, self._submit_apply)
+            timer.daemon = True
+            self._apply_timer = timer
+            timer.start()
 
     def _cancel_apply_timer(self) -> None:
         with self._apply_state:
@@ -779,6 +785,12 @@ class SqliteStore:
             timer.cancel()
 
     def _submit_apply(self) -> None:
+        """The timer's: queue an apply of the backlog."""
+        with self._apply_state:
+            self._apply_timer = None
+            if self._backlog_queued:
+                return
+            self._backlog_queued = True
         self._on_indexer_soon(self._apply_backlog)
 
     def _on_indexer_soon(self, fn: Callable[[], None]) -> None:
@@ -789,10 +801,9 @@ class SqliteStore:
         """Indexer thread: apply one chunk of the log, and queue the next after the writes
         that arrived meanwhile."""
         with self._apply_state:
-            self._apply_timer = None
-            bulk = self._unapplied_bulk >= BULK_APPLY_ROWS
-            if not self._unapplied and not bulk:
-                return  # an earlier call applied it all
+            self._backlog_queued = False
+            counted, counted_bulk = self._unapplied, self._unapplied_bulk
+            bulk = counted_bulk >= BULK_APPLY_ROWS
         excluding = () if bulk else BULK_APPLIED_TYPES
         try:
             applied = self._in_index_transaction(
@@ -802,13 +813,14 @@ class SqliteStore:
             log.exception("The index log could not be applied now")
             return
         self._applied_by_indexer(applied)
-        if len(applied) < APPLY_CHUNK:
-            with self._apply_state:
-                self._unapplied = 0
+        with self._apply_state:
+            if len(applied) < APPLY_CHUNK:  # all of it: what was counted before is applied
+                self._unapplied -= min(counted, self._unapplied)
                 if bulk:
-                    self._unapplied_bulk = 0
-        else:
-            self._submit_apply()
+                    self._unapplied_bulk -= min(counted_bulk, self._unapplied_bulk)
+            else:  # more waits: go on after the writes queued meanwhile
+                self._unapplied = max(self._unapplied, APPLY_AT)
+            self._plan_apply_locked()  # the writes logged while this one ran
 
     def _apply_eager(self) -> None:
         """Indexer thread: apply the rows of the types searches waited for lately, written
