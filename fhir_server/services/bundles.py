@@ -417,7 +417,12 @@ class BundleService:
             if key is not None:  # from the decision to the write: no twin slips in between
                 await held.enter_async_context(self._locks.hold(key))
             targets: dict[str, str] = {}
-            if entry.conditional:
+            if entry.conditional and entry.method == "POST":
+                # A conditional create on its own is the service's: one search, then the
+                # write, which the store checks again (searching here as well doubled it).
+                entry.criteria = entry.if_none_exist
+                entry.target_id = new_id()
+            elif entry.conditional:
                 await self._decide_conditional(entry, targets)
             else:
                 entry.target_id = new_id() if entry.method == "POST" else entry.resource_id

@@ -316,10 +316,21 @@ class ResourceService:
         if if_none_exist is None:
             return await self._create(resource_type, resource, assigned_id)
         query = self.condition(resource_type, if_none_exist)
-        # Conditional writes with one condition queue here in this process; the store checks
-        # the condition again in the write transaction, for writers in other processes.
+        # The store checks the condition in the write transaction, for writers in every
+        # process, so a type without hospital rules is written first and searched only when
+        # that check finds a match. Searching first made each of a run of conditional creates
+        # of one type (Synthea's hospitals and practitioners) wait for the index log of the
+        # creates before it to be applied. A type with rules is searched first: a rule may
+        # refuse the create (one patient per MRN) where a match is the answer.
+        write_first = not self.rules.applies(resource_type)
+        # Conditional writes with one condition queue here in this process.
         async with self._locks.hold(("condition", query.resource_types, query.where)):
             for _ in range(MAX_ATTEMPTS):
+                if write_first:
+                    try:
+                        return await self._create(resource_type, resource, assigned_id, query)
+                    except ConditionMatched:
+                        pass  # answer with the match
                 matches = await self._matches(query)
                 if len(matches) > 1:
                     raise PreconditionFailed(
@@ -328,6 +339,8 @@ class ResourceService:
                     )
                 if matches:
                     return WriteResult(matches[0], created=False, changed=False)
+                if write_first:
+                    continue  # the match was deleted meanwhile: write again
                 try:
                     return await self._create(resource_type, resource, assigned_id, query)
                 except ConditionMatched:

@@ -140,6 +140,29 @@ def test_conditional_read(client: TestClient, created: dict[str, Any]) -> None:
     assert garbage.status_code == 200
 
 
+def test_conditional_create_of_a_type_without_rules_is_written_first(
+    client: TestClient,
+) -> None:
+    """No hospital rule reads Organizations: the create is written at once, the store
+    refusing it if a match exists, and only then searched (services/resources.py)."""
+    condition = {"If-None-Exist": "identifier=urn:org|ORG-1"}
+    body = {
+        "resourceType": "Organization",
+        "identifier": [{"system": "urn:org", "value": "ORG-1"}],
+        "name": "District Hospital",
+    }
+    first = client.post("/fhir/Organization", json=body, headers={**FHIR_JSON, **condition})
+    assert first.status_code == 201
+    again = client.post("/fhir/Organization", json=body, headers={**FHIR_JSON, **condition})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    client.post("/fhir/Organization", json=body, headers=FHIR_JSON)  # a second one
+    ambiguous = client.post("/fhir/Organization", json=body, headers={**FHIR_JSON, **condition})
+    assert_outcome(ambiguous, 412, "rofecare-1201")
+    total = client.get("/fhir/Organization?identifier=urn:org|ORG-1&_summary=count").json()
+    assert total["total"] == 2  # neither conditional create wrote a third
+
+
 def test_prefer_return(client: TestClient) -> None:
     minimal = client.post(
         "/fhir/Patient", json=patient(), headers={**FHIR_JSON, "Prefer": "return=minimal"}

@@ -479,11 +479,21 @@ async def test_writes_go_on_while_the_index_file_is_locked(stack: Stack) -> None
     assert await stack.ids("Patient", [("family", "mensah")]) == ["p2", "p3", "p4", "p5"]
 
 
-async def test_applied_rows_leave_the_log(stack: Stack) -> None:
+async def test_applied_rows_leave_the_log_once_the_index_file_is_synced(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search's apply commits without an fsync: the rows it applied stay in the log
+    (shown applied, not pending) until a durable apply of the indexer has synced the index
+    file; then the writer forgets them."""
     await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
     await stack.resources.update("Patient", "p2", patient("p2", "Mensah"))
     assert log_size(stack.path) == 2
     assert await stack.ids("Patient", [("family", "okafor")]) == ["p1"]  # applies both
+    assert stack.logged() == []
+    await asyncio.sleep(0.3)
+    assert log_size(stack.path) == 2  # applied without a sync: not forgotten
+    monkeypatch.setattr(store_module, "FORGET_DELAY_SECONDS", 0.05)
+    await stack.store._on_indexer(stack.store._apply_backlog)  # nothing to apply: syncs
     await settled(lambda: log_size(stack.path) == 0)  # the writer forgets them
     assert log_size(stack.path) == 0
 

@@ -107,6 +107,10 @@ LOOP_SEARCH_STEPS = 100  # thousands of SQLite VM steps a search may take on the
 APPLY_AT = 500
 APPLY_DELAY_SECONDS = 0.25
 APPLY_CHUNK = 250
+# Applied rows leave the log with the writer's next commit; without writes, once this many
+# are applied or this long after the first (each forgetting alone is a commit of its own).
+FORGET_AT = 1_000
+FORGET_DELAY_SECONDS = 1.0
 # AuditEvents are written all the time (every write, and every flush of the read audit) and
 # searched seldom: their rows wait in the log until this many are logged (or a search of
 # AuditEvent applies them, as for any type), then go in one chunk. Each index row is a
@@ -179,13 +183,19 @@ class SqliteStore:
         self._indexer_lock = ProcessWriteLock(self._index_path)  # indexer thread only
         self._held_index: contextlib.ExitStack | None = None  # writer thread only
         self._index_held = False  # writer thread only: _index_lock is in _held_index
-        self._apply_state = threading.Lock()  # guards the six fields below
+        self._applied_here: list[tuple[int, int]] = []  # writer thread only: by _apply_here
+        self._index_synchronous = synchronous  # indexer thread only: its connection's setting
+        self._apply_state = threading.Lock()  # guards the eight fields below
         self._unapplied = 0  # resources logged since the log was applied
         self._unapplied_bulk = 0  # the same, index rows of bulk types
         self._apply_timer: threading.Timer | None = None
         self._backlog_queued = False  # an _apply_backlog is queued on the indexer
+        self._sync_wanted = False  # rows applied without a sync wait for _apply_backlog
         self._eager_wanted: set[str] = set()  # types to apply now, once the indexer is free
         self._applied: list[tuple[int, int]] = []  # (rkey, seq) applied, to forget
+        self._forget_timer: threading.Timer | None = None
+        self._eager_marked: dict[str, float] = {}  # indexer thread only: index_eager as written
+        self._undurable: list[tuple[int, int]] = []  # indexer thread only: not yet synced
         # writer thread only: index_eager as last read (resource type or ALL_TYPES -> epoch
         # seconds), and when it was read (monotonic)
         self._eager_until: dict[str, float] = {}
@@ -769,7 +779,7 @@ class SqliteStore:
             self._cancel_apply_timer_locked()
             self._backlog_queued = True
             self._on_indexer_soon(self._apply_backlog)
-        elif self._unapplied and self._apply_timer is None:
+        elif (self._unapplied or self._sync_wanted) and self._apply_timer is None:
             timer = threading.Timer(APPLY_DELAY_SECONDS, self._submit_apply)
             timer.daemon = True
             self._apply_timer = timer
@@ -778,6 +788,9 @@ class SqliteStore:
     def _cancel_apply_timer(self) -> None:
         with self._apply_state:
             self._cancel_apply_timer_locked()
+            if self._forget_timer is not None:
+                self._forget_timer.cancel()
+                self._forget_timer = None
 
     def _cancel_apply_timer_locked(self) -> None:
         timer, self._apply_timer = self._apply_timer, None
@@ -805,15 +818,20 @@ class SqliteStore:
             counted, counted_bulk = self._unapplied, self._unapplied_bulk
             bulk = counted_bulk >= BULK_APPLY_ROWS
         excluding = () if bulk else BULK_APPLIED_TYPES
+
+        def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
+            applied = apply_logged(connection, limit=APPLY_CHUNK, excluding=excluding)
+            self._sync_undurable(connection, applied)
+            return applied
+
         try:
-            applied = self._in_index_transaction(
-                lambda connection: apply_logged(connection, limit=APPLY_CHUNK, excluding=excluding)
-            )
+            applied = self._in_index_transaction(run)
         except Exception:  # left in the log: the next search applies it, or says why not
             log.exception("The index log could not be applied now")
             return
         self._applied_by_indexer(applied)
         with self._apply_state:
+            self._sync_wanted = False
             if len(applied) < APPLY_CHUNK:  # all of it: what was counted before is applied
                 self._unapplied -= min(counted, self._unapplied)
                 if bulk:
@@ -830,11 +848,13 @@ class SqliteStore:
         if not types:
             return
         try:
-            applied = self._in_index_transaction(lambda connection: apply_logged(connection, types))
+            applied = self._in_index_transaction(
+                lambda connection: apply_logged(connection, types), durable=False
+            )
         except Exception:  # left in the log: the next search applies it, or says why not
             log.exception("The index log could not be applied now")
             return
-        self._applied_by_indexer(applied)
+        self._applied_by_indexer(applied, durable=False)
 
     def _apply_for_search(self, types: frozenset[str] | None) -> None:
         """Indexer thread: apply the rows a search waits for, and have every process's
@@ -842,37 +862,85 @@ class SqliteStore:
         (``index_eager``)."""
         until = time.time() + EAGER_SECONDS
 
+        names = sorted(types) if types is not None else [ALL_TYPES]
+        # Marked again only when half its time has passed: each mark is a commit (an fsync),
+        # and a run of conditional creates had hundreds of searches wait, each marking.
+        marked = self._eager_marked
+        due = [name for name in names if until - marked.get(name, 0.0) > EAGER_SECONDS / 2]
+
         def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
             applied = apply_logged(connection, types)
-            if EAGER_SECONDS > 0:
-                marked = sorted(types) if types is not None else [ALL_TYPES]
+            if EAGER_SECONDS > 0 and due:
                 insert_rows(
                     connection,
                     "INSERT INTO index_eager (resource_type, until)",
-                    [(name, until) for name in marked],
+                    [(name, until) for name in due],
                     " ON CONFLICT (resource_type) DO UPDATE SET until = excluded.until",
                 )
                 self._eager_read = -EAGER_REREAD_SECONDS  # read it again at the next commit
-            return applied
+            return applied  # nothing applied nor marked: a read-only commit, no fsync
 
-        self._applied_by_indexer(self._in_index_transaction(run))
+        self._applied_by_indexer(self._in_index_transaction(run, durable=False), durable=False)
+        self._eager_marked.update(dict.fromkeys(due, until))
         if types is None or not BULK_APPLIED_TYPES.isdisjoint(types):
             with self._apply_state:
                 self._unapplied_bulk = 0
 
     def _apply_all(self) -> None:
         """Indexer thread: apply every logged row."""
-        self._applied_by_indexer(self._in_index_transaction(apply_logged))
+
+        def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
+            applied = apply_logged(connection)
+            self._sync_undurable(connection, applied)
+            return applied
+
+        self._applied_by_indexer(self._in_index_transaction(run))
         with self._apply_state:
             self._unapplied = self._unapplied_bulk = 0
+            self._sync_wanted = False
 
-    def _applied_by_indexer(self, applied: list[tuple[int, int]]) -> None:
+    def _sync_undurable(self, connection: sqlite3.Connection, applied: list[Any]) -> None:
+        """Indexer thread, in a durable transaction: make sure it writes, so that its commit
+        syncs the index file and the rows applied without a sync before it are safe to
+        forget. A transaction that wrote nothing would not sync anything."""
+        if self._undurable and not applied:
+            connection.execute(
+                "INSERT INTO index_meta (key, value) VALUES ('synced', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(time.time()),),
+            )
+
+    def _applied_by_indexer(self, applied: list[tuple[int, int]], durable: bool = True) -> None:
         """Indexer thread: have the writer forget these rows from the log, in its next
-        transaction, or in one of their own if no write comes first."""
+        transaction, or in one of their own if no write comes first; rows applied by a
+        commit that was not ``durable`` wait for one that is."""
+        if not durable:
+            self._undurable.extend(applied)
+            if applied:
+                with self._apply_state:  # a durable apply will come, rows or none
+                    self._sync_wanted = True
+                    self._plan_apply_locked()
+            return
+        applied = self._undurable + applied
+        self._undurable = []
         if not applied:
             return
         with self._apply_state:
             self._applied.extend(applied)
+            many = len(self._applied) >= FORGET_AT
+            later = not many and self._forget_timer is None
+            if later:
+                self._forget_timer = threading.Timer(FORGET_DELAY_SECONDS, self._forget_soon)
+                self._forget_timer.daemon = True
+                self._forget_timer.start()
+        if many:
+            self._forget_soon()
+
+    def _forget_soon(self) -> None:
+        """Have the writer forget the applied rows in a transaction of their own (a write
+        that comes first does it in its own: nothing is left then)."""
+        with self._apply_state:
+            self._forget_timer = None
         with contextlib.suppress(RuntimeError):  # shut down: close() sweeps the log
             self._writer.submit(self._forget_now)
 
@@ -905,9 +973,11 @@ class SqliteStore:
 
     def _apply_here(self, connection: sqlite3.Connection, types: frozenset[str] | None) -> None:
         """Writer thread, inside ``_in_transaction``: apply the pending rows of ``types``
-        in this transaction, which then writes the index file too, and forget them."""
+        in this transaction, which then writes the index file too. They are forgotten by a
+        later transaction, not this one: its commit makes the main file durable before the
+        index file, and a log row must never be gone while its index rows may be lost."""
         self._hold_index_lock()
-        forget_applied(connection, apply_logged(connection, types))
+        self._applied_here.extend(apply_logged(connection, types))
 
     def _condition_matched(
         self,
@@ -986,8 +1056,12 @@ class SqliteStore:
             finally:
                 self._held_index = None
                 self._index_held = False
+                applied_here, self._applied_here = self._applied_here, []
         self._pid_cache.update(self._pending_pids)
         self._pending_pids.clear()
+        if applied_here:
+            with self._apply_state:
+                self._applied.extend(applied_here)  # committed, both files synced
         return result
 
     def _hold_index_lock(self) -> None:
@@ -1000,10 +1074,19 @@ class SqliteStore:
             self._held_index.enter_context(self._index_lock.held())
             self._index_held = True
 
-    def _in_index_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _in_index_transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
         """Indexer thread: run ``work`` in one transaction that writes the index file only
-        (it reads the main file's log in the same snapshot)."""
+        (it reads the main file's log in the same snapshot). Not ``durable``: committed
+        without an fsync (``synchronous=NORMAL``), for the applies a search waits for; what
+        they applied is forgotten from the log only after a durable commit follows
+        (``_applied_by_indexer``), which syncs the file, their commits included."""
         connection = self._connection()
+        level = self._synchronous if durable else "NORMAL"
+        if level != self._index_synchronous:
+            connection.execute(f"PRAGMA {INDEX_SCHEMA}.synchronous={level}")
+            self._index_synchronous = level
         with self._indexer_lock.held():
             connection.execute("BEGIN")
             try:
