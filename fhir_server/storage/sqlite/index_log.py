@@ -42,9 +42,8 @@ import orjson
 from fhir_server.search.values import FullText, IndexEntry
 from fhir_server.storage.sqlite.index_rows import (
     INDEX_TABLE_NAMES,
-    KIND_OF,
+    ROW_VALUES,
     PidFunction,
-    row_values,
 )
 from fhir_server.storage.sqlite.rows import MAX_ROWS_PER_STATEMENT, insert_rows
 from fhir_server.storage.sqlite.schema import INDEX_TABLES
@@ -108,6 +107,11 @@ def _apply_statement(table: str, columns: tuple[str, ...]) -> str:
 
 
 _APPLY = tuple(_apply_statement(table, columns) for table, columns in INDEX_TABLES.values())
+_ROW_OF = {
+    entry_class: (kind, INDEX_TABLES[kind][0], values)
+    for entry_class, (kind, values) in ROW_VALUES.items()
+}
+"""Entry class -> (its search type, its table, its values), looked up once per entry."""
 
 
 def log_row(
@@ -121,17 +125,24 @@ def log_row(
     by_table: dict[str, list[list[Any]]] = {}
     repeated: set[int] = set()
     seen: set[int] = set()
+    pids: dict[str, int] = {}  # a parameter's values come in a run: one lookup each
     for number, entry in enumerate(entries):
-        kind = KIND_OF[type(entry)]
-        found = pid(resource_type, entry.param, kind)
+        kind, table, values = _ROW_OF[type(entry)]
+        found = pids.get(entry.param)
         if found is None:
-            return None
+            found = pid(resource_type, entry.param, kind)
+            if found is None:
+                return None
+            pids[entry.param] = found
         if entry.group == 0:  # two plain values of one parameter turn search_param.multiple on
             if found in seen:
                 repeated.add(found)
             seen.add(found)
-        row = [number, found, entry.group, *row_values(entry)]
-        by_table.setdefault(INDEX_TABLES[kind][0], []).append(row)
+        row = [number, found, entry.group, *values(entry)]
+        if table in by_table:
+            by_table[table].append(row)
+        else:
+            by_table[table] = [row]
     tables = tuple(
         _json(by_table[table]) if table in by_table else None for table in INDEX_TABLE_NAMES
     )

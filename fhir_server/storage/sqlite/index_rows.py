@@ -7,7 +7,6 @@ from typing import Any
 
 from fhir_server.search.values import (
     DateEntry,
-    IndexEntry,
     NumberEntry,
     QuantityEntry,
     ReferenceEntry,
@@ -21,39 +20,25 @@ from fhir_server.storage.sqlite.schema import (
     POSITIVE_INFINITY,
 )
 
-KIND_OF: dict[type, str] = {
-    TokenEntry: "token",
-    StringEntry: "string",
-    DateEntry: "date",
-    NumberEntry: "number",
-    QuantityEntry: "quantity",
-    ReferenceEntry: "reference",
-    UriEntry: "uri",
+ROW_VALUES: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
+    TokenEntry: ("token", lambda e: (e.system or "", e.code, e.display)),
+    StringEntry: ("string", lambda e: (e.normalized, e.exact)),
+    DateEntry: (
+        "date",
+        lambda e: (
+            NEGATIVE_INFINITY if e.low is None else e.low,
+            POSITIVE_INFINITY if e.high is None else e.high,
+        ),
+    ),
+    NumberEntry: ("number", lambda e: (e.value,)),
+    QuantityEntry: (
+        "quantity",
+        lambda e: (e.value, e.system, e.code, e.canonical_value, e.canonical_code),
+    ),
+    ReferenceEntry: ("reference", lambda e: (e.target_type, e.target_id, e.url)),
+    UriEntry: ("uri", lambda e: (e.uri,)),
 }
-
-
-def row_values(entry: IndexEntry) -> tuple[Any, ...]:
-    if isinstance(entry, TokenEntry):
-        return (entry.system or "", entry.code, entry.display)
-    if isinstance(entry, StringEntry):
-        return (entry.normalized, entry.exact)
-    if isinstance(entry, DateEntry):
-        low = NEGATIVE_INFINITY if entry.low is None else entry.low
-        high = POSITIVE_INFINITY if entry.high is None else entry.high
-        return (low, high)
-    if isinstance(entry, NumberEntry):
-        return (entry.value,)
-    if isinstance(entry, QuantityEntry):
-        return (
-            entry.value,
-            entry.system,
-            entry.code,
-            entry.canonical_value,
-            entry.canonical_code,
-        )
-    if isinstance(entry, ReferenceEntry):
-        return (entry.target_type, entry.target_id, entry.url)
-    return (entry.uri,)
+"""Entry class -> (its search type, the values of its row in that type's table)."""
 
 
 PidFunction = Callable[[str, str, str], int]
