@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -342,28 +342,20 @@ async def test_an_older_database_opens_with_its_index_moved_to_the_index_file(
 ) -> None:
     """No reindex needed: the rows move, with the parameters found to repeat."""
     path = tmp_path / "old.sqlite3"
-    store = SqliteStore(path)
-    await store.open()
-    try:
+    async with opened(path) as store:
         stack = Stack(store, path)
         twice = patient("p1", "Okafor")
         twice["name"].append({"family": "Mensah"})
         await stack.resources.update("Patient", "p1", twice)
         await stack.resources.update("Observation", "o1", observation("o1", "p1", "8867-4"))
-    finally:
-        await store.close()
     as_older_schema(path, version)
-    upgraded = SqliteStore(path)
-    await upgraded.open()
-    try:
+    async with opened(path) as upgraded:
         stack = Stack(upgraded, path)
         assert await stack.ids("Patient", [("family", "mensah")]) == ["p1"]
         assert await stack.ids("Observation", [("code", "8867-4")]) == ["o1"]
         await stack.resources.update("Patient", "p2", patient("p2", "Okafor"))
         assert await stack.ids("Patient", [("family", "okafor")]) == ["p1", "p2"]
         assert await upgraded.check() == []
-    finally:
-        await upgraded.close()
     with closing(connect(path, read_only=True)) as connection:
         version_row = connection.execute(
             "SELECT value FROM store_meta WHERE key = 'schema_version'"
@@ -452,6 +444,22 @@ async def test_audit_events_wait_in_the_log_until_many_and_searches_still_see_th
         await store.close()
 
 
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def store_with_okafor(path: Path) -> None:
+    """A closed store at ``path`` holding Patient p1, family Okafor."""
+    async with opened(path) as store:
+        await Stack(store, path).resources.update("Patient", "p1", patient("p1", "Okafor"))
+
+
 def log_size(path: Path) -> int:
     """Rows in the log, applied or not."""
     with closing(connect(path, read_only=True)) as connection:
@@ -502,9 +510,8 @@ async def test_a_row_is_forgotten_only_once_its_version_is_applied(tmp_path: Pat
     """The writer forgets what the indexer applied; a newer version logged meanwhile
     stays, pending."""
     path = tmp_path / "forget.sqlite3"
-    store = SqliteStore(path)
-    await store.open()
-    await store.close()
+    async with opened(path):
+        pass
     with closing(connect(path)) as connection:
         connection.execute(
             "INSERT INTO index_pending (rkey, resource_type, existed, seq) "
@@ -521,12 +528,7 @@ async def test_rows_applied_but_not_forgotten_are_swept_at_the_next_start(
     """A process that ended between its indexer's commit and its writer's leaves applied
     rows in the log: harmless (they are not pending), and gone at the next start."""
     path = tmp_path / "sweep.sqlite3"
-    store = SqliteStore(path)
-    await store.open()
-    try:
-        await Stack(store, path).resources.update("Patient", "p1", patient("p1", "Okafor"))
-    finally:
-        await store.close()
+    await store_with_okafor(path)
     with closing(connect(path)) as connection:
         connection.execute(
             "INSERT INTO index_pending (rkey, resource_type, existed, seq) "
@@ -534,25 +536,16 @@ async def test_rows_applied_but_not_forgotten_are_swept_at_the_next_start(
         )
         connection.commit()
     assert log_size(path) == 1
-    reopened = SqliteStore(path)
-    await reopened.open()
-    try:
+    async with opened(path) as reopened:
         assert log_size(path) == 0
         assert await Stack(reopened, path).ids("Patient", [("family", "okafor")]) == ["p1"]
-    finally:
-        await reopened.close()
 
 
 async def test_a_lost_index_file_is_reported_and_reindex_fills_a_new_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "lost.sqlite3"
-    store = SqliteStore(path)
-    await store.open()
-    try:
-        await Stack(store, path).resources.update("Patient", "p1", patient("p1", "Okafor"))
-    finally:
-        await store.close()
+    await store_with_okafor(path)
     delete_index_file(path)
     reopened = SqliteStore(path)
     with caplog.at_level(logging.ERROR, logger="rofecare.storage"):
