@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
@@ -599,3 +600,41 @@ async def test_rows_logged_while_the_indexer_applies_are_applied_after(
         assert stack.logged() == []
     finally:
         await store.close()
+
+
+def restore(backup: Path, target: Path) -> None:
+    """Put ``backup`` (a closed store's file, its WAL checkpointed) back in place."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(backup, target)
+
+
+async def test_an_index_file_newer_than_its_database_is_emptied_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The main file restored from a backup without its index file: the index holds
+    versions the database never had (and rkeys it will assign to other resources)."""
+    path = tmp_path / "restored.sqlite3"
+    await store_with_okafor(path)
+    shutil.copyfile(path, tmp_path / "backup.sqlite3")
+    async with opened(path) as store:
+        await Stack(store, path).resources.update("Patient", "p2", patient("p2", "Okafor"))
+    restore(tmp_path / "backup.sqlite3", path)
+    with caplog.at_level(logging.ERROR, logger="rofecare.storage"):
+        async with opened(path) as store:
+            assert "holds versions newer than" in caplog.text
+            assert await Stack(store, path).ids("Patient", [("family", "okafor")]) == []
+
+
+async def test_check_reports_an_index_file_older_than_its_database(tmp_path: Path) -> None:
+    path = tmp_path / "older-index.sqlite3"
+    await store_with_okafor(path)
+    shutil.copyfile(index_file(path), tmp_path / "backup-index")
+    async with opened(path) as store:
+        stack = Stack(store, path)
+        await stack.resources.update("Patient", "p1", patient("p1", "Mensah"))
+        assert await store.check() == []  # its new rows are pending or applied
+    restore(tmp_path / "backup-index", index_file(path))
+    async with opened(path) as store:
+        problems = await store.check()
+    assert len(problems) == 1 and "1 resources are indexed at a version older" in problems[0]

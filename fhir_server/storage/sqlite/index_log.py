@@ -252,7 +252,19 @@ def apply_logged(
             "ON CONFLICT (rkey) DO UPDATE SET seq = excluded.seq",
             rkeys,
         )
+        note_applied_seq(connection, max(seq for _, _, seq in chunk))
     return [(rkey, seq) for rkey, _, seq in logged]
+
+
+def note_applied_seq(connection: sqlite3.Connection, seq: int) -> None:
+    """Keep the newest version sequence number the index file holds (``applied_seq``): an
+    index file ahead of its main file (the main file restored from a backup alone) is
+    found by it when the store opens."""
+    connection.execute(
+        "INSERT INTO index_meta (key, value) VALUES ('applied_seq', ?) ON CONFLICT (key) "
+        "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        (seq,),
+    )
 
 
 def forget_applied(connection: sqlite3.Connection, applied: Sequence[tuple[int, int]]) -> None:

@@ -322,14 +322,21 @@ class SqliteStore:
         ).fetchone()
         found = row[0] if row else None
         if paired is not None and found == paired:
-            return
-        if found is not None or paired is not None:  # not a new pair: a file was swapped
+            if not _index_ahead(connection):
+                return
+            problem = "holds versions newer than %s (was it restored from a backup alone?)"
+        elif found is not None or paired is not None:  # not a new pair: a file was swapped
+            problem = "does not hold the search index of %s"
+        else:
+            problem = ""  # a new pair of files
+        if problem:
             for table in (*INDEX_TABLE_NAMES, "idx_text", "index_state", "param_multiple"):
                 connection.execute(f"DELETE FROM {INDEX_SCHEMA}.{table}")
+            connection.execute(f"DELETE FROM {INDEX_SCHEMA}.index_meta WHERE key = 'applied_seq'")
             if connection.execute("SELECT 1 FROM resource_current LIMIT 1").fetchone():
                 log.error(
-                    "%s does not hold the search index of %s; it was emptied. Run "
-                    "`rofecare reindex` so that searches find the resources stored before",
+                    "%s " + problem + "; it was emptied. Run `rofecare reindex` so that "
+                    "searches find the resources stored before",
                     self._index_path,
                     self._path,
                 )
@@ -1187,6 +1194,17 @@ class SqliteStore:
                     "AND c.id = v.id WHERE c.id IS NULL"
                 )
             ]
+            behind = connection.execute(
+                "SELECT COUNT(*) FROM resource_current c JOIN index_state s ON s.rkey = c.rkey "
+                "WHERE s.seq < c.seq AND NOT EXISTS "
+                "(SELECT 1 FROM index_pending p WHERE p.rkey = c.rkey AND p.seq = c.seq)"
+            ).fetchone()[0]
+            if behind:
+                problems.append(
+                    f"search index: {behind} resources are indexed at a version older than "
+                    "their current one, and none is waiting in the index log (an index file "
+                    "restored from an older backup?): run `rofecare reindex`"
+                )
             problems += [
                 f"claim {row[0]!r} is held by {row[1] or f'resource key {row[2]}'}, "
                 "which is not a current resource"
@@ -1199,6 +1217,18 @@ class SqliteStore:
             return problems
 
         return await self._on_reader(run)
+
+
+def _index_ahead(connection: sqlite3.Connection) -> bool:
+    """Whether the index file holds a version the main file never assigned."""
+    row = connection.execute(
+        f"SELECT value FROM {INDEX_SCHEMA}.index_meta WHERE key = 'applied_seq'"
+    ).fetchone()
+    applied = int(row[0]) if row else 0
+    row = connection.execute(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'"
+    ).fetchone()
+    return applied > (int(row[0]) if row else 0)
 
 
 async def _unavailable_on_error(pending: Awaitable[T]) -> T:

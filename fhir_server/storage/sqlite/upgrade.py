@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from fhir_server.storage.sqlite.index_log import note_applied_seq
 from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
 from fhir_server.storage.sqlite.schema import INDEX_SCHEMA
 
@@ -54,3 +55,5 @@ def move_index_tables(connection: sqlite3.Connection) -> None:
         "SELECT pid FROM search_param WHERE multiple = 1"
     )
     connection.execute("DROP TABLE IF EXISTS main.index_eager")
+    row = connection.execute("SELECT MAX(seq) FROM resource_current").fetchone()
+    note_applied_seq(connection, int(row[0] or 0))
