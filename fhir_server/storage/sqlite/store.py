@@ -1051,13 +1051,9 @@ class SqliteStore:
             self._held_index = index_lock
             # Deferred: the first write takes the main file's lock, which nobody else
             # holds (``_write_lock``). BEGIN IMMEDIATE would take the index file's as well.
-            connection.execute("BEGIN")
             try:
-                result = work(connection)
-                connection.execute("COMMIT")
+                result = _committed(connection, work)
             except BaseException:
-                if connection.in_transaction:  # a failed COMMIT may have ended it already
-                    connection.execute("ROLLBACK")
                 self._pending_pids.clear()
                 raise
             finally:
@@ -1095,15 +1091,7 @@ class SqliteStore:
             connection.execute(f"PRAGMA {INDEX_SCHEMA}.synchronous={level}")
             self._index_synchronous = level
         with self._indexer_lock.held():
-            connection.execute("BEGIN")
-            try:
-                result = work(connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-        return result
+            return _committed(connection, work)
 
     _write_batch = staticmethod(write_batch)
 
@@ -1217,6 +1205,20 @@ class SqliteStore:
             return problems
 
         return await self._on_reader(run)
+
+
+def _committed(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` in one deferred transaction of ``connection``, committed, or rolled back if
+    it (or the commit) fails."""
+    connection.execute("BEGIN")
+    try:
+        result = work(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:  # a failed COMMIT may have ended it already
+            connection.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _index_ahead(connection: sqlite3.Connection) -> bool:
