@@ -76,11 +76,10 @@ def write_batch(
         if conflict is not None:
             outcomes.append(conflict)
             continue
-        if book is not None:
-            taken = book.admit(job, _rkeys(staged))
-            if taken is not None:
-                outcomes.append(taken)
-                continue
+        taken = book.admit(job, _rkeys(staged))
+        if taken is not None:
+            outcomes.append(taken)
+            continue
         outcomes.append(None)
         state = staged
         for record in job:
@@ -123,8 +122,7 @@ def write_batch(
         "version_id = excluded.version_id, seq = excluded.seq, deleted = excluded.deleted, "
         "last_updated_us = excluded.last_updated_us",
     )
-    if book is not None:
-        book.write(connection)
+    book.write(connection)
     log_index(connection, logged.values(), pid)
     return outcomes
 

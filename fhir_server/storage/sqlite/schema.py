@@ -31,17 +31,19 @@ cost more per write). Each table is indexed for the lookups its parameter type n
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 UPGRADABLE_FROM = {
     "5": "the index log (index_pending, index_eager) and resource claims were added",
     "6": "resource claims (resource_claim) were added",
     "7": "the search index moved to a file of its own",
+    "8": "every resource claims its identifiers (claims.py)",
 }
 """Older schema versions this one opens as they are: the statements below add what they
 lack. Claims are derived data, like index rows: ``rofecare reindex`` fills them for the
 resources written before (the store says so when it opens such a database)."""
 CLAIMS_SINCE = 7
 INDEX_FILE_SINCE = 8
+IDENTIFIER_CLAIMS_SINCE = 9
 INDEX_SCHEMA = "ix"
 """The name every connection attaches the index file under."""
 INDEX_SUFFIX = "-index"

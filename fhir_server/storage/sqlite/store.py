@@ -61,7 +61,7 @@ from fhir_server.storage.base import (
     WriteRecord,
 )
 from fhir_server.storage.sqlite.batch import write_batch
-from fhir_server.storage.sqlite.claims import ClaimBook
+from fhir_server.storage.sqlite.claims import read_book, with_identifier_claims
 from fhir_server.storage.sqlite.fresh_writes import FreshWrites, Match, judged
 from fhir_server.storage.sqlite.index_log import (
     LoggedIndex,
@@ -76,6 +76,7 @@ from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES, PidFunction
 from fhir_server.storage.sqlite.rows import VERSION_COLUMNS, insert_rows, version_of
 from fhir_server.storage.sqlite.schema import (
     CLAIMS_SINCE,
+    IDENTIFIER_CLAIMS_SINCE,
     INDEX_SCHEMA,
     INDEX_STATEMENTS,
     SCHEMA_VERSION,
@@ -84,7 +85,11 @@ from fhir_server.storage.sqlite.schema import (
     index_file,
 )
 from fhir_server.storage.sqlite.search import SqliteSearch
-from fhir_server.storage.sqlite.upgrade import move_index_tables, number_logged_versions
+from fhir_server.storage.sqlite.upgrade import (
+    claim_identifiers,
+    move_index_tables,
+    number_logged_versions,
+)
 from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
 
 T = TypeVar("T")
@@ -300,6 +305,8 @@ class SqliteStore:
                 connection.execute(statement)
             move_index_tables(connection)
             self._pair_index_file(connection)
+            if before is not None and before.isdigit() and int(before) < IDENTIFIER_CLAIMS_SINCE:
+                claim_identifiers(connection)
             connection.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -613,6 +620,7 @@ class SqliteStore:
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        records = [with_identifier_claims(record) for record in records]
         log_rows = self._log_rows(records)
         with self._queue_lock:
             self._queue.append(_QueuedWrite(records, log_rows, done, loop))
@@ -703,6 +711,16 @@ class SqliteStore:
         waiting: list[int] = []  # the jobs queued, in order
         queued, written = FreshWrites(), FreshWrites()
         applied: set[str] = set()
+        # The types every judged condition of the group reads, applied in one go: an apply
+        # per type, each when its first job came, was ~20 statements and a commit's worth
+        # of index pages each (three types, three applies per group commit of Synthea's
+        # prerequisite batches).
+        upfront: set[str] = set()
+        for job in jobs:
+            conditional = [r for r in job if r.unless_exists is not None or r.guards]
+            types = _condition_types(conditional) if conditional else None
+            if types is not None and judged(conditional):
+                upfront |= types
 
         def flush() -> None:
             batch = [jobs[index] for index in waiting]
@@ -727,8 +745,9 @@ class SqliteStore:
                     matched, _ = self._condition_matched(connection, conditional, job, None, None)
                 else:
                     if not types <= applied:
-                        self._apply_here(connection, types - applied)
-                        applied.update(types)
+                        wanted = (types | upfront) - applied
+                        self._apply_here(connection, frozenset(wanted))
+                        applied.update(wanted)
                     if not queued.only_creates(types):
                         flush()
                     matched, provisional = self._condition_matched(
@@ -1119,7 +1138,7 @@ class SqliteStore:
         def run(connection: sqlite3.Connection) -> int:
             self._apply_here(connection, None)  # a logged row must not come after
             replaced = []
-            claims = ClaimBook({}, {})
+            reindexed: list[tuple[int, IndexRecord]] = []
             for record in records:
                 row = connection.execute(
                     "SELECT rkey, version_id, deleted, seq FROM resource_current "
@@ -1128,13 +1147,15 @@ class SqliteStore:
                 ).fetchone()
                 if row is None or row[1] != record.version_id or row[2]:
                     continue
-                if record.claims is not None:
-                    claims.replace(row[0], record.claims)
+                reindexed.append((row[0], record))
                 replaced.append(
                     LoggedIndex(
                         row[0], record.resource_type, record.entries, record.full_text, True, row[3]
                     )
                 )
+            claims = read_book(connection, [], sorted({rkey for rkey, _ in reindexed}))
+            for rkey, record in reindexed:
+                claims.replace(rkey, record.resource_type, record.entries, record.claims)
             log_index(connection, replaced, self._pid_function(connection))
             # The index holds these versions already: say it does not, or they would not be
             # pending (the lock is held since the first apply above).

@@ -2,15 +2,18 @@
 
 Schemas 5 to 7 kept the search index in the main file. Schema 8 keeps it in the index file
 (schema.py says why); opening an older database moves the rows there, inside the opening
-transaction, so the upgrade is all or nothing and needs no reindex. Each step is written to
-run again harmlessly on a database that has it already.
+transaction, so the upgrade is all or nothing and needs no reindex. Schema 9 has every
+resource claim its identifiers (claims.py); they are taken from the index, in the same
+transaction. Each step is written to run again harmlessly on a database that has it
+already.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from fhir_server.storage.sqlite.index_log import note_applied_seq
+from fhir_server.storage.sqlite.claims import IDENTIFIER, identifier_key
+from fhir_server.storage.sqlite.index_log import apply_logged, note_applied_seq
 from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
 from fhir_server.storage.sqlite.schema import INDEX_SCHEMA
 
@@ -57,3 +60,21 @@ def move_index_tables(connection: sqlite3.Connection) -> None:
     connection.execute("DROP TABLE IF EXISTS main.index_eager")
     row = connection.execute("SELECT MAX(seq) FROM resource_current").fetchone()
     note_applied_seq(connection, int(row[0] or 0))
+
+
+def claim_identifiers(connection: sqlite3.Connection) -> None:
+    """Give every current resource of a schema 5-8 database the identifier keys its
+    version holds, from its ``identifier`` index rows (the log applied first, so that none
+    waits there). Resources the index does not know (an index file emptied at open) get
+    theirs from ``rofecare reindex``, which the store asks for then."""
+    apply_logged(connection)
+    separator = identifier_key("", "", "")[len(IDENTIFIER)]
+    connection.execute(
+        "INSERT OR IGNORE INTO resource_claim (claim, rkey) "
+        "SELECT ? || ? || c.resource_type || ? || t.system || ? || t.code, c.rkey "
+        f"FROM {INDEX_SCHEMA}.idx_token t "
+        "JOIN search_param p ON p.pid = t.pid AND p.code = ? "
+        "JOIN resource_current c ON c.rkey = t.rkey AND c.deleted = 0 "
+        "WHERE t.system <> ''",
+        (IDENTIFIER, separator, separator, separator, IDENTIFIER),
+    )
