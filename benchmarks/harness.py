@@ -77,12 +77,21 @@ class Server:
             if self.process.poll() is not None:
                 raise BenchmarkError(f"{self.name} exited at start-up:\n{self.log_tail()}")
             try:
-                if request(self.port, "GET", "/ready", timeout=2)[0] == 200:
+                if request(self.port, "GET", "/ready", timeout=2)[0] == 200 and self._all_up():
                     return
             except OSError:
                 pass
             time.sleep(0.1)
         raise BenchmarkError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _all_up(self) -> bool:
+        """Every worker started: /ready answers from the first one up, and a run begun
+        then gave the first one every early connection (uvicorn logs each worker's
+        start-up at its default level)."""
+        if "--workers" not in self.argv:
+            return True
+        workers = int(self.argv[self.argv.index("--workers") + 1])
+        return self.log.read_bytes().count(b"Application startup complete.") >= workers
 
     def stop(self, timeout: float = 20.0) -> None:
         process = self.process

@@ -69,6 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        # Workers share the listening socket: a busy one lets an idle one accept.
+        loop="fhir_server.fair_accept:new_event_loop" if settings.workers > 1 else "auto",
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=False,

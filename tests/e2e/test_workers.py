@@ -2,12 +2,16 @@
 
 What could go wrong with several workers, each checked here against the real thing: lost
 updates between processes (each has its own in-process locks), writers starving each other
-on SQLite's lock, and a SearchParameter written through one worker unknown to the other.
+on SQLite's lock, a SearchParameter written through one worker unknown to the other, and
+new connections all taken by one worker while the other idles (fair_accept.py).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,17 +26,32 @@ from tests.e2e.test_concurrency import run_in_threads
 pytestmark = pytest.mark.e2e
 
 MARITAL = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
+BASIC = {"resourceType": "Basic", "code": {"text": "load"}}
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    directory = tmp_path_factory.mktemp("rofecare-workers")
+def _serving_with_two_workers(directory: Path) -> Iterator[RunningServer]:
     server = start_server(directory / "data", directory / "server.log", ["--workers", "2"])
     try:
+        # /ready answers from the first worker up; uvicorn logs each one's start-up.
+        deadline = time.monotonic() + 60
+        while server.log().count("Application startup complete.") < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
         yield server
     finally:
         code, _ = server.terminate()
     assert code == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from _serving_with_two_workers(tmp_path_factory.mktemp("rofecare-workers"))
+
+
+@pytest.fixture
+def two_idle_workers(tmp_path: Path) -> Iterator[RunningServer]:
+    """A server of its own: no connection of another test is left open on it."""
+    yield from _serving_with_two_workers(tmp_path)
 
 
 def _children(pid: int) -> list[int]:
@@ -179,3 +198,75 @@ def test_conditional_creates_through_both_workers_create_one(two_workers: Runnin
     assert sorted(statuses) == [200] * 7 + [201]
     found = requests.get(f"{base}/Patient", params={"identifier": f"urn:oid:2.999.1.1|{value}"})
     assert len(found.json()["entry"]) == 1
+
+
+def _worker_pids(server: RunningServer) -> list[int]:
+    return [
+        child
+        for child in _children(server.process.pid)
+        if "multiprocessing" in Path(f"/proc/{child}/cmdline").read_text(errors="replace")
+    ]
+
+
+def _owner(server: RunningServer, connection: http.client.HTTPConnection) -> int | None:
+    """The worker process holding the server's end of ``connection`` (from /proc)."""
+    assert connection.sock is not None
+    client_port = connection.sock.getsockname()[1]
+    ends = (f"0100007F:{server.port:04X}", f"0100007F:{client_port:04X}")
+    inode = next(
+        line.split()[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if tuple(line.split()[1:3]) == ends
+    )
+    for pid in _worker_pids(server):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if fd.readlink().name == f"socket:[{inode}]":
+                    return pid
+            except OSError:  # closed meanwhile
+                continue
+    return None
+
+
+def _opened(server: RunningServer) -> http.client.HTTPConnection:
+    """A kept-alive connection that has had one answer (so a worker has accepted it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("GET", "/fhir/metadata")
+    answer = connection.getresponse()
+    answer.read()
+    assert answer.status == 200
+    return connection
+
+
+def test_a_busy_worker_lets_the_idle_one_take_a_new_connection(
+    two_idle_workers: RunningServer,
+) -> None:
+    """The worker working through a batch is on a CPU, so without fair_accept.py it won
+    the race for the shared socket most times and served the next connection too."""
+    if not Path("/proc/net/tcp").exists():  # pragma: no cover - not Linux
+        pytest.skip("needs /proc to see which worker holds a connection")
+    entry = {"request": {"method": "POST", "url": "Basic"}, "resource": BASIC}
+    batch = json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [entry] * 400})
+    for _ in range(3):
+        busy = http.client.HTTPConnection("127.0.0.1", two_idle_workers.port, timeout=60)
+        answers: list[int] = []
+
+        def post(connection: http.client.HTTPConnection = busy, into: list[int] = answers) -> None:
+            connection.request("POST", "/fhir", batch, {"Content-Type": FHIR_JSON})
+            answer = connection.getresponse()
+            answer.read()
+            into.append(answer.status)
+
+        worker = threading.Thread(target=post)
+        worker.start()
+        time.sleep(0.15)  # the batch is being worked through
+        second = _opened(two_idle_workers)
+        try:
+            owners = (_owner(two_idle_workers, busy), _owner(two_idle_workers, second))
+        finally:
+            worker.join()
+            busy.close()
+            second.close()
+        assert answers == [200]
+        assert None not in owners and owners[0] != owners[1], owners
+        time.sleep(0.2)  # both closes seen: the workers hold nothing again
