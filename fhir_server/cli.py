@@ -15,7 +15,7 @@ from types import FrameType
 
 import uvicorn
 
-from fhir_server import __version__
+from fhir_server import __version__, event_loop
 from fhir_server.cli_identity import add_commands
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
@@ -90,7 +90,7 @@ def _reindex(args: argparse.Namespace) -> int:
     if not settings.sqlite_path().exists():
         print(f"No database at {settings.sqlite_path()}", file=sys.stderr)
         return 1
-    return asyncio.run(_run_reindex(settings))
+    return event_loop.run(_run_reindex(settings))
 
 
 async def _run_reindex(settings: Settings) -> int:
@@ -126,7 +126,7 @@ def _load(args: argparse.Namespace) -> int:
     # One process: flags override the ROFECARE_* variables directly (no workers to tell).
     flags = {name: getattr(args, name) for name in ("data_dir", "store")}
     settings = Settings(**{name: value for name, value in flags.items() if value is not None})
-    return asyncio.run(_run_load(settings, args))
+    return event_loop.run(_run_load(settings, args))
 
 
 async def _run_load(settings: Settings, args: argparse.Namespace) -> int:

@@ -24,7 +24,8 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+
+from fhir_server import event_loop
 
 BUSY_ACCEPT_DELAY_SECONDS = 0.02  # longer than an idle worker takes to wake on a busy machine
 RECENT_SECONDS = 0.05
@@ -134,13 +135,6 @@ class _FairAccept:
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvicorn's loop factory (``--loop fhir_server.fair_accept:new_event_loop``)."""
-    base: Any
-    try:
-        import uvloop
-
-        base = uvloop.Loop
-    except ImportError:  # uvloop is not built for every platform
-        base = asyncio.SelectorEventLoop
-    loop_class = type("FairAcceptLoop", (_FairAccept, base), {})
+    loop_class = type("FairAcceptLoop", (_FairAccept, event_loop.loop_class()), {})
     loop: asyncio.AbstractEventLoop = loop_class()
     return loop

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fhir_server import event_loop
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 
@@ -249,7 +250,7 @@ class _Worker:
 
 def _worker_main(settings: Settings, jobs: Connection, replies: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the loader decides when to stop
-    asyncio.run(_serve(settings, jobs, replies))
+    event_loop.run(_serve(settings, jobs, replies))
 
 
 async def _serve(settings: Settings, jobs: Connection, replies: Connection) -> None:
