@@ -77,27 +77,39 @@ class FairListener:
         await asyncio.sleep(0)
 
     async def _accept_forever(self) -> None:
+        """Accept until closed; a fault accepting one connection must not stop the worker
+        from accepting the next (it would then serve only the connections it holds)."""
         while True:
-            await self._readable()
-            if self.busy():
-                await asyncio.sleep(BUSY_ACCEPT_DELAY_SECONDS)  # an idle worker takes it
             try:
-                connection, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # another worker took it
-            except OSError as error:  # out of file descriptors, say: do not spin
-                log.error("Could not accept a connection: %s", error)
+                await self._accept_one()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # out of file descriptors, say: log it, do not spin
+                log.exception("Could not accept a connection")
                 await asyncio.sleep(ACCEPT_ERROR_PAUSE_SECONDS)
-                continue
-            self._accepted_at = self._loop.time()
-            connection.setblocking(False)
-            try:
-                await self._loop.connect_accepted_socket(self._factory, connection)
-            except OSError as error:  # the client left already
-                log.debug("Dropped a connection as it was accepted: %s", error)
-                connection.close()
+
+    async def _accept_one(self) -> None:
+        await self._readable()
+        if self.busy():
+            await asyncio.sleep(BUSY_ACCEPT_DELAY_SECONDS)  # an idle worker takes it
+        try:
+            connection, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        self._accepted_at = self._loop.time()
+        connection.setblocking(False)
+        try:
+            await self._loop.connect_accepted_socket(self._factory, connection)
+        except OSError as error:  # the client left already
+            log.debug("Dropped a connection as it was accepted: %s", error)
+            connection.close()
+        except BaseException:
+            connection.close()  # the client learns at once, not at its timeout
+            raise
 
     def busy(self) -> bool:
+        """A request in flight, or a connection accepted so lately that its request may
+        not have come yet."""
         return (
             self._loop.time() - self._accepted_at < RECENT_SECONDS
             or requests_in_flight(self._loop) > 0
