@@ -403,10 +403,11 @@ class BundleService:
 
         # Writes first, then reads (as in a transaction), so a read sees the batch's writes.
         outcomes: dict[int, EntryOutcome] = {}
-        for reads in (False, True):
-            chosen = [(i, raw) for i, raw in enumerate(raw_entries) if is_read(raw) == reads]
-            done = await asyncio.gather(*(run(i, raw) for i, raw in chosen))
-            outcomes.update(zip((i for i, _ in chosen), done, strict=True))
+        async with self._resources.search_parameters_refreshed():
+            for reads in (False, True):
+                chosen = [(i, raw) for i, raw in enumerate(raw_entries) if is_read(raw) == reads]
+                done = await asyncio.gather(*(run(i, raw) for i, raw in chosen))
+                outcomes.update(zip((i for i, _ in chosen), done, strict=True))
         return [outcomes[index] for index in range(len(raw_entries))]
 
     async def _batch_entry(self, entry: ParsedEntry, base_url: str) -> EntryOutcome:

@@ -152,3 +152,24 @@ def test_injection_strings_in_urls_and_conditions_are_plain_data(client: TestCli
     assert_outcome(
         client.post("/fhir", json=bundle([bad_id]), headers=FHIR_JSON), 400, "rofecare-2402"
     )
+
+
+def test_a_batch_follows_the_stored_search_parameters_once_not_per_entry(
+    client: TestClient,
+) -> None:
+    """Each look is a query on the event loop; a transaction looks once, and so does a batch
+    (a SearchParameter written meanwhile by another worker counts from the next request)."""
+    store = client.app.state.store  # type: ignore[attr-defined]
+    looks: list[str] = []
+    latest_change = store.latest_change
+
+    async def counted(resource_type: str) -> int:
+        looks.append(resource_type)
+        return int(await latest_change(resource_type))
+
+    store.latest_change = counted
+    entries = [post_entry(patient()) for _ in range(6)]
+    response = client.post("/fhir", json=bundle(entries, "batch"), headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    assert [e["response"]["status"] for e in response.json()["entry"]] == ["201 Created"] * 6
+    assert looks.count("SearchParameter") == 1
