@@ -21,7 +21,14 @@ from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.storage.sqlite import store as store_module
 from fhir_server.storage.sqlite.claims import identifier_key
 from fhir_server.storage.sqlite.schema import connect
-from tests.unit.test_sqlite_index_log import Stack, logged_types, opened, slow_apply, stack
+from tests.unit.test_sqlite_index_log import (
+    Stack,
+    crash,
+    logged_types,
+    opened,
+    slow_apply,
+    stack,
+)
 
 __all__ = ["slow_apply", "stack"]  # fixtures used by name
 
@@ -104,10 +111,7 @@ async def test_a_schema_8_database_gets_its_identifier_keys_when_it_opens(
     await stack.resources.update("Organization", "o1", {**organization("1"), "id": "o1"})
     await stack.resources.update("Organization", "o2", {**organization("2"), "id": "o2"})
     await stack.resources.delete("Organization", "o2")
-    # A crash, with the rows still in the log: the upgrade must apply them first.
-    store._writer.shutdown(wait=True)
-    store._readers.shutdown(wait=True)
-    store._write_lock.close()
+    crash(store)  # with the rows still in the log: the upgrade must apply them first
     with closing(sqlite3.connect(path)) as connection:
         connection.execute("DELETE FROM resource_claim")
         connection.execute("UPDATE store_meta SET value = '8' WHERE key = 'schema_version'")

@@ -249,6 +249,13 @@ async def test_a_conditional_create_sees_a_logged_match(stack: Stack) -> None:
     assert await stack.ids("Patient", [("identifier", "urn:mrn|42")]) == ["p1"]
 
 
+def crash(store: SqliteStore) -> None:
+    """Stop ``store`` as a killed process would: its threads gone, nothing closed."""
+    store._writer.shutdown(wait=True)
+    store._readers.shutdown(wait=True)
+    store._write_lock.close()
+
+
 async def test_rows_logged_before_a_crash_are_applied_at_the_next_start(
     tmp_path: Path, slow_apply: None
 ) -> None:
@@ -258,10 +265,7 @@ async def test_rows_logged_before_a_crash_are_applied_at_the_next_start(
     stack = Stack(store, path)
     await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
     assert "Patient" in logged_types(stack)
-    # A crash: the process ends without close() (which would apply the log).
-    store._writer.shutdown(wait=True)
-    store._readers.shutdown(wait=True)
-    store._write_lock.close()
+    crash(store)  # the process ends without close(), which would apply the log
     reopened = SqliteStore(path)
     await reopened.open()
     try:
