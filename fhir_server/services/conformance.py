@@ -60,9 +60,15 @@ async def _stage_changes(service: ResourceService, definitions: list[dict[str, A
             stored = without_server_meta(orjson.loads(current.body))
             if _same(stored, definition):
                 continue
-        await service.update(
+        staged = await service.update(
             resource_type, resource_id, {**definition, "id": resource_id}, by_server=True
         )
+        # The update reads the store again: another worker's publication committed in
+        # between makes it a second version of what that worker just wrote. Start over
+        # (the caller's retry), comparing with what is stored now.
+        expected = (current.version_id if current is not None else 0) + 1
+        if staged.version.version_id != expected:
+            raise VersionConflict(resource_type, resource_id, staged.version.version_id - 1)
         written += 1
     return written
 
