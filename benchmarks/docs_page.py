@@ -14,6 +14,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -47,7 +48,31 @@ def machine(data_dir: Path) -> list[tuple[str, str]]:
         ("wrk", _wrk_version()),
         ("Rofecare", _version("rofecare")),
         ("packages", packages),
+        ("host speed when written", host_speed()),
     ]
+
+
+def host_speed() -> str:
+    """This host's pure-Python speed as the figures are written: ``benchmarks/indexing.py``
+    (the search indexer over every resource of the Synthea sample, one core, no I/O).
+
+    Why: this machine shares its host; the same code ran a quarter slower an hour apart
+    (2026-12-04: 11,031 resources/s at 11:30 UTC, 8,112 at 12:30), and every figure with
+    it. Beside each run, it tells a slow run from a slow host."""
+    from indexing import DEFAULT_DATA, synthea_resources
+
+    from fhir_server.search.indexer import Indexer
+    from fhir_server.search.registry import load_search_parameters
+
+    resources = synthea_resources(DEFAULT_DATA)
+    if not resources:
+        return "unknown (no Synthea sample beside the project)"
+    indexer = Indexer(load_search_parameters())
+    started = time.perf_counter()
+    for resource in resources:
+        indexer.entries(resource)
+    rate = len(resources) / (time.perf_counter() - started)
+    return f"{rate:,.0f} resources/s indexing the Synthea sample (benchmarks/indexing.py)"
 
 
 def _first(path: Path, pattern: str) -> str | None:

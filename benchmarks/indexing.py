@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "synthea"
 
 
-def _resources(folder: Path) -> list[dict[str, Any]]:
+def synthea_resources(folder: Path) -> list[dict[str, Any]]:
     found = []
     for path in sorted(folder.rglob("*.json")):
         bundle = json.loads(path.read_text())
@@ -44,7 +44,7 @@ def main() -> None:
     started = time.perf_counter()
     indexer = Indexer(load_search_parameters())
     print(f"search parameters loaded and compiled in {time.perf_counter() - started:.2f} s")
-    resources = _resources(args.data)
+    resources = synthea_resources(args.data)
     timings: dict[str, list[float]] = defaultdict(list)
     entries = 0
     began = time.perf_counter()
