@@ -37,14 +37,14 @@ IDENTIFIER = "identifier"  # the R4 search parameter code every identifier key i
 IF_NONE_EXIST = "if-none-exist"
 """``Claim.code`` of a conditional create's condition: another holder is a match
 (``ConditionMatched``), not a broken rule."""
-_SEPARATOR = "\x1f"  # no FHIR string or uri holds a control character below 0x20
-_IDENTIFIERS = IDENTIFIER + _SEPARATOR  # what every identifier key starts with
+SEPARATOR = "\x1f"  # no FHIR string or uri holds a control character below 0x20
+_IDENTIFIERS = IDENTIFIER + SEPARATOR  # what every identifier key starts with
 
 
 def identifier_key(resource_type: str, system: str, value: str) -> str:
     """The key of ``resource_type``'s identifier ``system|value`` (also built in SQL by
     upgrade.py: keep both alike)."""
-    return _SEPARATOR.join((IDENTIFIER, resource_type, system, value))
+    return SEPARATOR.join((IDENTIFIER, resource_type, system, value))
 
 
 def condition_key(plan: SearchPlan) -> str | None:

@@ -715,11 +715,14 @@ class SqliteStore:
         # per type, each when its first job came, was ~20 statements and a commit's worth
         # of index pages each (three types, three applies per group commit of Synthea's
         # prerequisite batches).
+        conditions = [
+            [record for record in job if record.unless_exists is not None or record.guards]
+            for job in jobs
+        ]
+        kinds = [_condition_types(records) if records else None for records in conditions]
         upfront: set[str] = set()
-        for job in jobs:
-            conditional = [r for r in job if r.unless_exists is not None or r.guards]
-            types = _condition_types(conditional) if conditional else None
-            if types is not None and judged(conditional):
+        for records, types in zip(conditions, kinds, strict=True):
+            if types is not None and judged(records):
                 upfront |= types
 
         def flush() -> None:
@@ -733,12 +736,9 @@ class SqliteStore:
             queued.clear()
 
         for index, job in enumerate(jobs):
-            conditional = [
-                record for record in job if record.unless_exists is not None or record.guards
-            ]
+            conditional, types = conditions[index], kinds[index]
             matched: BaseException | None = None
             if conditional:
-                types = _condition_types(conditional)
                 if types is None or not judged(conditional):
                     flush()
                     self._apply_here(connection, types)

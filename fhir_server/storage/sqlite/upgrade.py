@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from fhir_server.storage.sqlite.claims import IDENTIFIER, identifier_key
+from fhir_server.storage.sqlite.claims import IDENTIFIER, SEPARATOR
 from fhir_server.storage.sqlite.index_log import apply_logged, note_applied_seq
 from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
 from fhir_server.storage.sqlite.schema import INDEX_SCHEMA
@@ -68,13 +68,12 @@ def claim_identifiers(connection: sqlite3.Connection) -> None:
     waits there). Resources the index does not know (an index file emptied at open) get
     theirs from ``rofecare reindex``, which the store asks for then."""
     apply_logged(connection)
-    separator = identifier_key("", "", "")[len(IDENTIFIER)]
-    connection.execute(
+    connection.execute(  # the keys of claims.identifier_key, built in SQL
         "INSERT OR IGNORE INTO resource_claim (claim, rkey) "
-        "SELECT ? || ? || c.resource_type || ? || t.system || ? || t.code, c.rkey "
+        "SELECT ?1 || ?2 || c.resource_type || ?2 || t.system || ?2 || t.code, c.rkey "
         f"FROM {INDEX_SCHEMA}.idx_token t "
-        "JOIN search_param p ON p.pid = t.pid AND p.code = ? "
+        "JOIN search_param p ON p.pid = t.pid AND p.code = ?1 "
         "JOIN resource_current c ON c.rkey = t.rkey AND c.deleted = 0 "
         "WHERE t.system <> ''",
-        (IDENTIFIER, separator, separator, separator, IDENTIFIER),
+        (IDENTIFIER, SEPARATOR),
     )
