@@ -202,11 +202,12 @@ def apply_logged(
     types: Collection[str] | None = None,
     limit: int | None = None,
     excluding: Collection[str] = (),
+    through_seq: int | None = None,
 ) -> list[tuple[int, int]]:
     """Move pending rows (of ``types``; None: all but ``excluding``, at most ``limit``
-    resources) into the index tables, within the caller's transaction, which writes the
-    index file (the caller holds its lock); the (rkey, seq) of each row moved, for
-    ``forget_applied``.
+    resources, of versions up to ``through_seq``) into the index tables, within the
+    caller's transaction, which writes the index file (the caller holds its lock); the
+    (rkey, seq) of each row moved, for ``forget_applied``.
 
     The rows go from the log's JSON to the tables in SQL (``json_each``), so the applying
     thread spends no Python per row and holds no GIL while it works."""
@@ -222,6 +223,9 @@ def apply_logged(
         listed = sorted(excluding)
         sql += f" AND p.resource_type NOT IN ({', '.join('?' * len(listed))})"
         args += listed
+    if through_seq is not None:
+        sql += " AND p.seq <= ?"
+        args.append(through_seq)
     sql += " ORDER BY p.rkey"
     if limit is not None:
         sql += " LIMIT ?"

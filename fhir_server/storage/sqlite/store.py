@@ -90,7 +90,7 @@ from fhir_server.storage.sqlite.upgrade import (
     move_index_tables,
     number_logged_versions,
 )
-from fhir_server.storage.sqlite.write_lock import ProcessWriteLock
+from fhir_server.storage.sqlite.write_lock import ProcessRole, ProcessWriteLock
 
 T = TypeVar("T")
 log = logging.getLogger("rofecare.storage")
@@ -128,6 +128,14 @@ BULK_APPLY_ROWS = 10_000
 # every process, apply their rows in their own transaction for this long: a type searched
 # while it is written keeps its index current at each commit rather than at each search.
 EAGER_SECONDS = 1.0
+# With several processes on one store (serve --workers N), one of them, the applier
+# (``ProcessRole``), applies the backlog of all; the others leave theirs to it for this
+# long, then apply what it has not. Why: a SQLite connection drops its whole page cache when
+# another process wrote the file, so two indexers taking turns each began every apply by
+# reading again the index pages it touches. Measured with indexed creates over HTTP and two
+# workers, alternating with the code before: 36 read calls per create instead of 45 (140
+# KB read instead of 178); the throughput gain was within the run-to-run noise.
+APPLIER_HANDOVER_SECONDS = 2.0
 EAGER_REREAD_SECONDS = 0.1  # how stale a writer's copy of index_eager may be
 ALL_TYPES = "*"
 
@@ -186,11 +194,12 @@ class SqliteStore:
         # do not exclude each other.
         self._index_lock = ProcessWriteLock(self._index_path)  # writer thread only
         self._indexer_lock = ProcessWriteLock(self._index_path)  # indexer thread only
+        self._applier = ProcessRole(self._index_path, "applier")  # indexer thread only
         self._held_index: contextlib.ExitStack | None = None  # writer thread only
         self._index_held = False  # writer thread only: _index_lock is in _held_index
         self._applied_here: list[tuple[int, int]] = []  # writer thread only: by _apply_here
         self._index_synchronous = synchronous  # indexer thread only: its connection's setting
-        self._apply_state = threading.Lock()  # guards the eight fields below
+        self._apply_state = threading.Lock()  # guards the ten fields below
         self._unapplied = 0  # resources logged since the log was applied
         self._unapplied_bulk = 0  # the same, index rows of bulk types
         self._apply_timer: threading.Timer | None = None
@@ -199,6 +208,8 @@ class SqliteStore:
         self._eager_wanted: set[str] = set()  # types to apply now, once the indexer is free
         self._applied: list[tuple[int, int]] = []  # (rkey, seq) applied, to forget
         self._forget_timer: threading.Timer | None = None
+        self._handover_timer: threading.Timer | None = None  # armed while another applies
+        self._handover_bulk = False  # rows of bulk types were left to the applier too
         self._eager_marked: dict[str, float] = {}  # indexer thread only: index_eager as written
         self._undurable: list[tuple[int, int]] = []  # indexer thread only: not yet synced
         # writer thread only: index_eager as last read (resource type or ALL_TYPES -> epoch
@@ -227,6 +238,7 @@ class SqliteStore:
         self._write_lock.close()
         self._index_lock.close()
         self._indexer_lock.close()
+        self._applier.close()
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()
@@ -814,9 +826,10 @@ class SqliteStore:
     def _cancel_apply_timer(self) -> None:
         with self._apply_state:
             self._cancel_apply_timer_locked()
-            if self._forget_timer is not None:
-                self._forget_timer.cancel()
-                self._forget_timer = None
+            for timer in (self._forget_timer, self._handover_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._forget_timer = self._handover_timer = None
 
     def _cancel_apply_timer_locked(self) -> None:
         timer, self._apply_timer = self._apply_timer, None
@@ -843,6 +856,9 @@ class SqliteStore:
             self._backlog_queued = False
             counted, counted_bulk = self._unapplied, self._unapplied_bulk
             bulk = counted_bulk >= BULK_APPLY_ROWS
+        if not self._applier.held():
+            self._hand_over(bulk)
+            return
         excluding = () if bulk else BULK_APPLIED_TYPES
 
         def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
@@ -865,6 +881,57 @@ class SqliteStore:
             else:  # more waits: go on after the writes queued meanwhile
                 self._unapplied = max(self._unapplied, APPLY_AT)
             self._plan_apply_locked()  # the writes logged while this one ran
+
+    def _hand_over(self, bulk: bool) -> None:
+        """Indexer thread, when another process is the applier: leave it the rows logged so
+        far (with those of bulk types when they are many), and apply those it has not in
+        ``APPLIER_HANDOVER_SECONDS`` (it may have no writes of its own to wake it, or may
+        have ended)."""
+        with self._apply_state:
+            self._unapplied = 0
+            if bulk:
+                self._unapplied_bulk = 0
+                self._handover_bulk = True
+            if self._handover_timer is not None:  # rows of this one were left already
+                return
+        through = self._last_seq()
+        timer = threading.Timer(
+            APPLIER_HANDOVER_SECONDS, self._on_indexer_soon, (lambda: self._apply_left(through),)
+        )
+        timer.daemon = True
+        with self._apply_state:
+            self._handover_timer = timer
+        timer.start()
+
+    def _last_seq(self) -> int:
+        row = (
+            self._connection()
+            .execute("SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def _apply_left(self, through: int) -> None:
+        """Indexer thread: apply the rows, up to version ``through``, the applier left."""
+        with self._apply_state:
+            self._handover_timer = None
+            bulk, self._handover_bulk = self._handover_bulk, False
+        excluding = () if bulk else BULK_APPLIED_TYPES
+
+        def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
+            applied = apply_logged(connection, excluding=excluding, through_seq=through)
+            self._sync_undurable(connection, applied)
+            return applied
+
+        try:
+            applied = self._in_index_transaction(run)
+        except Exception:  # left in the log: the next search applies it, or says why not
+            log.exception("The index log could not be applied now")
+            return
+        self._applied_by_indexer(applied)
+        with self._apply_state:
+            self._sync_wanted = False
+            self._plan_apply_locked()  # the writes logged meanwhile
 
     def _apply_eager(self) -> None:
         """Indexer thread: apply the rows of the types searches waited for lately, written

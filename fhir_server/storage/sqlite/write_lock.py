@@ -66,3 +66,41 @@ class ProcessWriteLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class ProcessRole:
+    """A role that one store at a time holds among every process sharing a database: an
+    exclusive ``flock`` on ``<database>-<role>.lock``, taken without waiting and kept until
+    ``close`` or the holder's death (the kernel then releases it, and the next store that
+    asks takes the role over).
+
+    Why a role rather than a lock per use: some work is cheaper done always by the same
+    process (index_log.py, the background apply: a connection's page cache survives only
+    the commits of its own process)."""
+
+    def __init__(self, database: Path, role: str) -> None:
+        self._path = database.with_name(f"{database.name}-{role}.lock")
+        self._fd: int | None = None
+        self._held = False
+
+    def held(self) -> bool:
+        """Whether this store holds the role, taking it if nobody does."""
+        if self._held:
+            return True
+        if fcntl is None:  # pragma: no cover - Windows: no way to tell, so everyone holds it
+            self._held = True
+            return True
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._held = True
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the role
+            self._fd = None
+        self._held = False
