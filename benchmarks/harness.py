@@ -54,13 +54,21 @@ class Server:
     """A server subprocess in its own session (Ctrl-C reaches us, and we stop it).
 
     ``env``: ROFECARE_* settings on top of this process's environment; authentication is
-    off (``ENGINE_ONLY``) unless they say otherwise."""
+    off (``ENGINE_ONLY``) unless they say otherwise. ``cwd``: where it starts (``python -m
+    fhir_server`` run there imports that tree's package; side_by_side.py)."""
 
     def __init__(
-        self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name, self.argv, self.port, self.log = name, argv, port, log
         self.env = {**os.environ, **ENGINE_ONLY, **(env or {})}
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
@@ -71,6 +79,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=self.env,
+                cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
