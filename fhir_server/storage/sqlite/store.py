@@ -61,6 +61,7 @@ from fhir_server.storage.base import (
     WriteRecord,
 )
 from fhir_server.storage.sqlite.batch import write_batch
+from fhir_server.storage.sqlite.change_stamps import STAMPED_TYPES, ChangeStamps
 from fhir_server.storage.sqlite.claims import read_book, with_identifier_claims
 from fhir_server.storage.sqlite.fresh_writes import FreshWrites, Match, judged
 from fhir_server.storage.sqlite.index_log import (
@@ -195,6 +196,9 @@ class SqliteStore:
         self._index_lock = ProcessWriteLock(self._index_path)  # writer thread only
         self._indexer_lock = ProcessWriteLock(self._index_path)  # indexer thread only
         self._applier = ProcessRole(self._index_path, "applier")  # indexer thread only
+        self._stamps = ChangeStamps(path)  # written by the writer thread, read on the loop
+        # event loop only: resource type -> (its stamp, its MAX(seq) read then, covering it)
+        self._confirmed: dict[str, tuple[int, int]] = {}
         self._held_index: contextlib.ExitStack | None = None  # writer thread only
         self._index_held = False  # writer thread only: _index_lock is in _held_index
         self._applied_here: list[tuple[int, int]] = []  # writer thread only: by _apply_here
@@ -239,6 +243,7 @@ class SqliteStore:
         self._index_lock.close()
         self._indexer_lock.close()
         self._applier.close()
+        self._stamps.close()
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()
@@ -412,10 +417,19 @@ class SqliteStore:
         )
 
     async def latest_change(self, resource_type: str) -> int:
-        # On the event loop like a point read: one probe of the (resource_type, seq) index.
+        """From the type's change stamp when nothing was written since the last look
+        (change_stamps.py), else on the event loop like a point read: one probe of the
+        (resource_type, seq) index."""
+        stamp = self._stamps.read(resource_type)  # before the query: see change_stamps.py
+        confirmed = self._confirmed.get(resource_type)
+        if stamp is not None and confirmed is not None and confirmed[0] == stamp:
+            return confirmed[1]
         sql = "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?"
         rows = await self._loop_rows(sql, (resource_type,))
-        return int(rows[0][0] or 0)
+        latest = int(rows[0][0] or 0)
+        if stamp is not None and latest >= stamp:
+            self._confirmed[resource_type] = (stamp, latest)
+        return latest
 
     async def claimants(self, keys: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         if not keys:
@@ -663,14 +677,23 @@ class SqliteStore:
                 return
             log_rows = {key: row for job in batch for key, row in job.log_rows.items()}
 
+            stamped = sorted(
+                {r.resource_type for job in batch for r in job.records}.intersection(STAMPED_TYPES)
+            )
+
             def run(connection: sqlite3.Connection) -> list[BaseException | None]:
                 forget_applied(connection, self._take_applied())
-                return self._write_jobs(connection, [job.records for job in batch], log_rows)
+                outcomes = self._write_jobs(connection, [job.records for job in batch], log_rows)
+                self._stamp(connection, stamped)
+                return outcomes
 
             try:
                 outcomes = self._in_transaction(run, locked=True)
             except BaseException as error:  # the shared commit failed: every write in it did
                 outcomes = [error] * len(batch)
+                if stamped:  # what it stamped was never committed
+                    with contextlib.suppress(Exception):
+                        self._stamp(self._connection(), stamped)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.done, outcome)
         logged, bulk = 0, 0
@@ -686,6 +709,15 @@ class SqliteStore:
         if self._writes_since_analyze >= ANALYZE_EVERY_WRITES:
             self._writes_since_analyze = 0
             self._analyze()
+
+    def _stamp(self, connection: sqlite3.Connection, resource_types: Sequence[str]) -> None:
+        """Writer thread, holding the write lock: stamp each type with its newest version
+        as ``connection`` sees it (change_stamps.py)."""
+        for resource_type in resource_types:
+            row = connection.execute(
+                "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?", (resource_type,)
+            ).fetchone()
+            self._stamps.write(resource_type, int(row[0] or 0))
 
     def _log_rows(self, records: Sequence[WriteRecord]) -> dict[int, LogRow]:
         """Event loop: the index log rows of ``records`` whose parameters all have an id
