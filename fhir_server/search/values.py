@@ -6,15 +6,21 @@ Each kind follows its R4 search type (https://hl7.org/fhir/R4/search.html#ptypes
 ``param`` is the search parameter's code; the components of a composite parameter are
 stored under ``code$index`` with a ``group`` number shared by the values of one composite
 item, so ``component-code-value-quantity`` matches only when one component holds both.
+
+The entries are named tuples rather than frozen dataclasses: an indexed create builds and
+hashes about fifty of them, and a tuple is built in 0.26 µs against 0.77 and hashed in
+0.07 against 0.20 (this machine). Their equality is a tuple's, so two kinds with equal
+fields would be equal; that never happens in one resource, where a parameter's code
+(``code$i`` for a composite's components) has one search type.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class TokenEntry:
+class TokenEntry(NamedTuple):
     """One token (system, code); ``display`` is the normalized Coding.display or
     CodeableConcept.text that ``:text`` searches."""
 
@@ -25,8 +31,7 @@ class TokenEntry:
     group: int = 0
 
 
-@dataclass(frozen=True)
-class StringEntry:
+class StringEntry(NamedTuple):
     """``normalized``: lower case without accents (default and :contains); ``exact`` as written."""
 
     param: str
@@ -35,8 +40,7 @@ class StringEntry:
     group: int = 0
 
 
-@dataclass(frozen=True)
-class DateEntry:
+class DateEntry(NamedTuple):
     """The instant range [low, high) the value covers at its precision, in epoch microseconds.
 
     An open end (a Period without ``start`` or ``end``) is None.
@@ -48,15 +52,13 @@ class DateEntry:
     group: int = 0
 
 
-@dataclass(frozen=True)
-class NumberEntry:
+class NumberEntry(NamedTuple):
     param: str
     value: float
     group: int = 0
 
 
-@dataclass(frozen=True)
-class QuantityEntry:
+class QuantityEntry(NamedTuple):
     """A quantity as written, and in canonical UCUM units when the unit converts."""
 
     param: str
@@ -68,8 +70,7 @@ class QuantityEntry:
     group: int = 0
 
 
-@dataclass(frozen=True)
-class ReferenceEntry:
+class ReferenceEntry(NamedTuple):
     """A literal reference: ``target_type``/``target_id`` when relative, ``url`` otherwise."""
 
     param: str
@@ -79,8 +80,7 @@ class ReferenceEntry:
     group: int = 0
 
 
-@dataclass(frozen=True)
-class UriEntry:
+class UriEntry(NamedTuple):
     param: str
     uri: str
     group: int = 0

@@ -164,7 +164,7 @@ def _template(composed: Composed) -> Composed | None:
     if mark in words.lower():
         return None
     for entry in entries:
-        for name, value in vars(entry).items():
+        for name, value in entry._asdict().items():
             if not isinstance(value, str) or mark not in value.lower():
                 continue
             if not (isinstance(entry, ReferenceEntry) and name == "target_id" and value == _MARK):
