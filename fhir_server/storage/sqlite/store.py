@@ -13,7 +13,8 @@ tables in batches, before any search reads them (index_log.py): at most ``APPLY_
 after a write, at once when ``APPLY_AT`` resources wait, and whenever a search or a conditional
 write needs the types it reads current. The index tables are in a file of their own
 (schema.py), written by a thread of their own (``sqlite-indexer``), so applying the log
-holds up neither this process's writes nor another's.
+holds up neither this process's writes nor another's. With several processes on one store,
+the backlog is applied by one of them for all (``APPLIER_HANDOVER_SECONDS``).
 
 Locks: the main file's writer takes ``<database>-writer.lock``, a writer of the index file
 ``<database>-index-writer.lock`` (write_lock.py); a transaction that writes both (a
@@ -276,8 +277,8 @@ class SqliteStore:
         # Statement journals (a group commit runs each write in a savepoint) and temporary
         # tables in memory, not in files: with files, an indexed create over HTTP wrote
         # 75 KB to them, a third of its writes (strace of `serve --workers 2`). With this
-        # and index_log.py's ``->>``, two servers loaded side by side did 5.5 % more indexed
-        # creates than before (3.7 % more unindexed; benchmarks/side_by_side.py).
+        # and index_log.py's ``->>``, two servers loaded side by side did 4.6 % more indexed
+        # creates than before, over eight rounds (benchmarks/side_by_side.py).
         connection.execute("PRAGMA temp_store=MEMORY")
         connection.execute(f"ATTACH DATABASE ? AS {INDEX_SCHEMA}", (str(self._index_path),))
         for schema in ("main", INDEX_SCHEMA):
