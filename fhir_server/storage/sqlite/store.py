@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -899,18 +899,9 @@ class SqliteStore:
             self._hand_over(bulk)
             return
         excluding = () if bulk else BULK_APPLIED_TYPES
-
-        def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
-            applied = apply_logged(connection, limit=APPLY_CHUNK, excluding=excluding)
-            self._sync_undurable(connection, applied)
-            return applied
-
-        try:
-            applied = self._in_index_transaction(run)
-        except Exception:  # left in the log: the next search applies it, or says why not
-            log.exception("The index log could not be applied now")
+        applied = self._apply_durably(limit=APPLY_CHUNK, excluding=excluding)
+        if applied is None:
             return
-        self._applied_by_indexer(applied)
         with self._apply_state:
             self._sync_wanted = False
             if len(applied) < APPLY_CHUNK:  # all of it: what was counted before is applied
@@ -956,21 +947,37 @@ class SqliteStore:
             self._handover_timer = None
             bulk, self._handover_bulk = self._handover_bulk, False
         excluding = () if bulk else BULK_APPLIED_TYPES
+        if self._apply_durably(excluding=excluding, through_seq=through) is None:
+            return
+        with self._apply_state:
+            self._sync_wanted = False
+            self._plan_apply_locked()  # the writes logged meanwhile
+
+    def _apply_durably(
+        self,
+        *,
+        limit: int | None = None,
+        excluding: Collection[str] = (),
+        through_seq: int | None = None,
+    ) -> list[tuple[int, int]] | None:
+        """Indexer thread: apply logged rows (those ``apply_logged`` picks with these
+        arguments) in a durable transaction, and have the writer forget them; None when it
+        failed (they stay in the log: the next search applies them, or says why not)."""
 
         def run(connection: sqlite3.Connection) -> list[tuple[int, int]]:
-            applied = apply_logged(connection, excluding=excluding, through_seq=through)
+            applied = apply_logged(
+                connection, limit=limit, excluding=excluding, through_seq=through_seq
+            )
             self._sync_undurable(connection, applied)
             return applied
 
         try:
             applied = self._in_index_transaction(run)
-        except Exception:  # left in the log: the next search applies it, or says why not
+        except Exception:
             log.exception("The index log could not be applied now")
-            return
+            return None
         self._applied_by_indexer(applied)
-        with self._apply_state:
-            self._sync_wanted = False
-            self._plan_apply_locked()  # the writes logged meanwhile
+        return applied
 
     def _apply_eager(self) -> None:
         """Indexer thread: apply the rows of the types searches waited for lately, written
