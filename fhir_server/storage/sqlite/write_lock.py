@@ -75,8 +75,8 @@ class ProcessRole:
     asks takes the role over).
 
     Why a role rather than a lock per use: some work is cheaper done always by the same
-    process (index_log.py, the background apply: a connection's page cache survives only
-    the commits of its own process)."""
+    process (index_log.py, the background apply: a connection's page cache is dropped
+    whenever another connection, in practice another process's, wrote the file)."""
 
     def __init__(self, database: Path, role: str) -> None:
         self._path = database.with_name(f"{database.name}-{role}.lock")
