@@ -139,6 +139,8 @@ EAGER_SECONDS = 1.0
 # more creates than the code before with both servers loaded side by side.
 APPLIER_HANDOVER_SECONDS = 2.0
 EAGER_REREAD_SECONDS = 0.1  # how stale a writer's copy of index_eager may be
+# A type's newest version: what ``latest_change`` answers and a change stamp holds.
+_LATEST_OF_TYPE = "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?"
 ALL_TYPES = "*"
 
 
@@ -425,8 +427,7 @@ class SqliteStore:
         confirmed = self._confirmed.get(resource_type)
         if stamp is not None and confirmed is not None and confirmed[0] == stamp:
             return confirmed[1]
-        sql = "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?"
-        rows = await self._loop_rows(sql, (resource_type,))
+        rows = await self._loop_rows(_LATEST_OF_TYPE, (resource_type,))
         latest = int(rows[0][0] or 0)
         if stamp is not None and latest >= stamp:
             self._confirmed[resource_type] = (stamp, latest)
@@ -715,9 +716,7 @@ class SqliteStore:
         """Writer thread, holding the write lock: stamp each type with its newest version
         as ``connection`` sees it (change_stamps.py)."""
         for resource_type in resource_types:
-            row = connection.execute(
-                "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?", (resource_type,)
-            ).fetchone()
+            row = connection.execute(_LATEST_OF_TYPE, (resource_type,)).fetchone()
             self._stamps.write(resource_type, int(row[0] or 0))
 
     def _log_rows(self, records: Sequence[WriteRecord]) -> dict[int, LogRow]:
@@ -924,7 +923,7 @@ class SqliteStore:
                 self._handover_bulk = True
             if self._handover_timer is not None:  # rows of this one were left already
                 return
-        through = self._last_seq()
+        through = _last_seq(self._connection())
         timer = threading.Timer(
             APPLIER_HANDOVER_SECONDS, self._on_indexer_soon, (lambda: self._apply_left(through),)
         )
@@ -932,14 +931,6 @@ class SqliteStore:
         with self._apply_state:
             self._handover_timer = timer
         timer.start()
-
-    def _last_seq(self) -> int:
-        row = (
-            self._connection()
-            .execute("SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'")
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
 
     def _apply_left(self, through: int) -> None:
         """Indexer thread: apply the rows, up to version ``through``, the applier left."""
@@ -1361,10 +1352,15 @@ def _index_ahead(connection: sqlite3.Connection) -> bool:
         f"SELECT value FROM {INDEX_SCHEMA}.index_meta WHERE key = 'applied_seq'"
     ).fetchone()
     applied = int(row[0]) if row else 0
+    return applied > _last_seq(connection)
+
+
+def _last_seq(connection: sqlite3.Connection) -> int:
+    """The last version sequence number the main file assigned (0 in an empty store)."""
     row = connection.execute(
         "SELECT seq FROM sqlite_sequence WHERE name = 'resource_version'"
     ).fetchone()
-    return applied > (int(row[0]) if row else 0)
+    return int(row[0]) if row else 0
 
 
 async def _unavailable_on_error(pending: Awaitable[T]) -> T:
