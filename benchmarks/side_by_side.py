@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rest
+import search
 from harness import (
     BenchmarkError,
     Load,
@@ -97,13 +98,14 @@ def imported_from(tree: Path) -> Path:
 
 def start(side: Side, args: argparse.Namespace, work: Path, name: str) -> Server:
     port = free_port()
-    argv = [
-        *("env", f"ROFECARE_SEARCH_INDEXING={'true' if args.indexing == 'on' else 'false'}"),
-        *(sys.executable, "-m", "fhir_server", "serve", "--host", "127.0.0.1"),
-        *("--port", str(port), "--data-dir", str(work / f"{name}-data")),
-        *("--workers", str(args.workers)),
-    ]
-    return Server(f"{side.label} ({name})", argv, port, work / f"{name}.log", cwd=side.tree)
+    return Server(
+        f"{side.label} ({name})",
+        search.serve(port, work / f"{name}-data", args.workers),
+        port,
+        work / f"{name}.log",
+        env={"ROFECARE_SEARCH_INDEXING": "true" if args.indexing == "on" else "false"},
+        cwd=side.tree,
+    )
 
 
 def round_of(
