@@ -13,7 +13,7 @@ import functools
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server.model.instant import parse_date_range, to_micros
@@ -73,17 +73,15 @@ class Indexer:
 
     def entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
         """Every index entry of ``resource``, without duplicates."""
-        found: dict[IndexEntry, None] = {}
+        found: list[IndexEntry] = []
         for parameter in self._parameters_for(resource):
             if parameter.type == "composite":
-                for entry in _composite(parameter, resource):
-                    found[entry] = None
+                _composite(parameter, resource, found)
                 continue
-            extract = _EXTRACTORS[parameter.type]
+            extract, code = _EXTRACTORS[parameter.type], parameter.code
             for value in parameter.evaluate(resource):
-                for entry in extract(parameter.code, value, 0):
-                    found[entry] = None
-        return list(found)
+                extract(code, value, 0, found)
+        return list(dict.fromkeys(found))
 
     def _parameters_for(self, resource: dict[str, Any]) -> tuple[SearchParameter, ...]:
         """The indexed parameters of the resource's type whose expressions start from a
@@ -139,7 +137,9 @@ def _collect_strings(node: Any, into: list[str]) -> None:
         into.append(node)
 
 
-def _composite(parameter: SearchParameter, resource: dict[str, Any]) -> Iterator[IndexEntry]:
+def _composite(
+    parameter: SearchParameter, resource: dict[str, Any], into: list[IndexEntry]
+) -> None:
     """Each root item is one group; component ``i`` is stored as ``code$i`` in that group.
 
     Only items with a value for every component are stored: a composite search matches all
@@ -161,49 +161,49 @@ def _composite(parameter: SearchParameter, resource: dict[str, Any]) -> Iterator
                 before = len(found)
                 for path in paths:
                     for value in path.evaluate(item.value):
-                        found.extend(extract(code, value, group + 1))
+                        extract(code, value, group + 1, found)
                 if len(found) == before:
                     complete = False
                     break
             if complete and found:
                 group += 1
-                yield from found
+                into.extend(found)
 
 
-def _strings(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _strings(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     node = value.value
     if isinstance(node, str):
-        yield StringEntry(code, normalize(node), node, group)
+        into.append(StringEntry(code, normalize(node), node, group))
     elif isinstance(node, dict):
         parts = _STRING_PARTS.get(value.type) or tuple(node)
         for part in parts:
             item = node.get(part)
             for text in item if isinstance(item, list) else [item]:
                 if isinstance(text, str):
-                    yield StringEntry(code, normalize(text), text, group)
+                    into.append(StringEntry(code, normalize(text), text, group))
 
 
-def _tokens(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _tokens(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     node = value.value
     if isinstance(node, bool):
-        yield TokenEntry(code, None, "true" if node else "false", None, group)
+        into.append(TokenEntry(code, None, "true" if node else "false", None, group))
     elif isinstance(node, (str, int, float)):
-        yield TokenEntry(code, None, str(node), None, group)
+        into.append(TokenEntry(code, None, str(node), None, group))
     elif isinstance(node, dict):
         if "coding" in node or value.type == "CodeableConcept":
             for coding in node.get("coding") or []:
                 if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                    yield _coding(code, coding, group)
+                    into.append(_coding(code, coding, group))
             if isinstance(node.get("text"), str):
-                yield TokenEntry(code, None, "", normalize(node["text"]), group)
+                into.append(TokenEntry(code, None, "", normalize(node["text"]), group))
         elif isinstance(node.get("code"), str):  # Coding
-            yield _coding(code, node, group)
+            into.append(_coding(code, node, group))
         elif isinstance(node.get("value"), str):  # Identifier, ContactPoint
             if value.type == "ContactPoint":
-                yield TokenEntry(code, None, node["value"], None, group)
+                into.append(TokenEntry(code, None, node["value"], None, group))
                 return
-            yield TokenEntry(code, node.get("system"), node["value"], None, group)
-            yield from _identifier_types(code, node, group)
+            into.append(TokenEntry(code, node.get("system"), node["value"], None, group))
+            _identifier_types(code, node, group, into)
 
 
 def _coding(code: str, coding: dict[str, Any], group: int) -> TokenEntry:
@@ -212,37 +212,35 @@ def _coding(code: str, coding: dict[str, Any], group: int) -> TokenEntry:
     return TokenEntry(code, coding.get("system"), coding["code"], normalized, group)
 
 
-def _identifier_types(code: str, identifier: dict[str, Any], group: int) -> Iterator[IndexEntry]:
+def _identifier_types(
+    code: str, identifier: dict[str, Any], group: int, into: list[IndexEntry]
+) -> None:
     """``:of-type`` (search.html#token): stored as (type system, 'type code|value')."""
     kind = identifier.get("type")
     codings = kind.get("coding") if isinstance(kind, dict) else None
     for coding in codings or []:
         if isinstance(coding, dict) and isinstance(coding.get("code"), str):
             text = f"{coding['code']}|{identifier['value']}"
-            yield TokenEntry(f"{code}:of-type", coding.get("system"), text, None, group)
+            into.append(TokenEntry(f"{code}:of-type", coding.get("system"), text, None, group))
 
 
-def _dates(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _dates(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     node = value.value
     if isinstance(node, str):
         interval = parse_date_range(node)
         if interval:
-            yield DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group)
+            into.append(DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group))
     elif (isinstance(node, dict) and value.type == "Timing") or "event" in node or "repeat" in node:
-        yield from _timing(code, node, group)
+        _timing(code, node, group, into)
     elif isinstance(node, dict):  # Period
         start = parse_date_range(node["start"]) if isinstance(node.get("start"), str) else None
         end = parse_date_range(node["end"]) if isinstance(node.get("end"), str) else None
         if start or end:
-            yield DateEntry(
-                code,
-                to_micros(start[0]) if start else None,
-                to_micros(end[1]) if end else None,
-                group,
-            )
+            low = to_micros(start[0]) if start else None
+            into.append(DateEntry(code, low, to_micros(end[1]) if end else None, group))
 
 
-def _timing(code: str, node: dict[str, Any], group: int) -> Iterator[IndexEntry]:
+def _timing(code: str, node: dict[str, Any], group: int, into: list[IndexEntry]) -> None:
     """Only a Timing's outer limits count (search.html#date): from its first event or bounds
     start to its last event or bounds end."""
     ranges = [
@@ -260,16 +258,18 @@ def _timing(code: str, node: dict[str, Any], group: int) -> Iterator[IndexEntry]
         if end:
             highs.append(to_micros(end[1]))
     if lows or highs:
-        yield DateEntry(code, min(lows) if lows else None, max(highs) if highs else None, group)
+        into.append(
+            DateEntry(code, min(lows) if lows else None, max(highs) if highs else None, group)
+        )
 
 
-def _numbers(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _numbers(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     node = value.value
     if isinstance(node, (int, float)) and not isinstance(node, bool):
-        yield NumberEntry(code, float(node), group)
+        into.append(NumberEntry(code, float(node), group))
 
 
-def _quantities(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _quantities(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     node = value.value
     if isinstance(node, dict) and isinstance(node.get("value"), (int, float)):
         number = float(node["value"])
@@ -279,38 +279,33 @@ def _quantities(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
         converted = None
         if system == UCUM and isinstance(node.get("code"), str):
             converted = canonical(number, node["code"])
-        yield QuantityEntry(
-            code,
-            number,
-            system,
-            unit_code,
-            converted[0] if converted else None,
-            converted[1] if converted else None,
-            group,
+        canonical_value, canonical_code = converted if converted else (None, None)
+        into.append(
+            QuantityEntry(code, number, system, unit_code, canonical_value, canonical_code, group)
         )
 
 
-def _references(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _references(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     node = value.value
     text = node.get("reference") if isinstance(node, dict) else node
     if isinstance(node, dict) and isinstance(node.get("identifier"), dict):
         identifier = Value(node["identifier"], "Identifier")
-        yield from _tokens(f"{code}:identifier", identifier, group)
+        _tokens(f"{code}:identifier", identifier, group, into)
     if not isinstance(text, str) or text.startswith("#"):
         return
     match = _RELATIVE.fullmatch(text)
     if match and not text.startswith(("urn:", "http:", "https:")):
-        yield ReferenceEntry(code, match.group(1), match.group(2), None, group)
+        into.append(ReferenceEntry(code, match.group(1), match.group(2), None, group))
     else:
-        yield ReferenceEntry(code, None, None, text, group)
+        into.append(ReferenceEntry(code, None, None, text, group))
 
 
-def _uris(code: str, value: Value, group: int) -> Iterator[IndexEntry]:
+def _uris(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
     if isinstance(value.value, str):
-        yield UriEntry(code, value.value, group)
+        into.append(UriEntry(code, value.value, group))
 
 
-_EXTRACTORS: dict[str, Callable[[str, Value, int], Iterator[IndexEntry]]] = {
+_EXTRACTORS: dict[str, Callable[[str, Value, int, list[IndexEntry]], None]] = {
     "string": _strings,
     "token": _tokens,
     "date": _dates,
