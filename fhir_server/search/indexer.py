@@ -230,9 +230,11 @@ def _dates(code: str, value: Value, group: int, into: list[IndexEntry]) -> None:
         interval = parse_date_range(node)
         if interval:
             into.append(DateEntry(code, to_micros(interval[0]), to_micros(interval[1]), group))
-    elif (isinstance(node, dict) and value.type == "Timing") or "event" in node or "repeat" in node:
+    elif not isinstance(node, dict):
+        return  # a number or a boolean: a SearchParameter stored at run time may select one
+    elif value.type == "Timing" or "event" in node or "repeat" in node:
         _timing(code, node, group, into)
-    elif isinstance(node, dict):  # Period
+    else:  # Period
         start = parse_date_range(node["start"]) if isinstance(node.get("start"), str) else None
         end = parse_date_range(node["end"]) if isinstance(node.get("end"), str) else None
         if start or end:

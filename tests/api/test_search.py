@@ -226,6 +226,30 @@ def test_a_search_parameter_created_at_run_time_is_used(client: TestClient) -> N
     assert_outcome(response, 400, "rofecare-2201", "SearchParameter.expression")
 
 
+def test_a_run_time_date_parameter_over_a_number_indexes_nothing_and_fails_nothing(
+    client: TestClient,
+) -> None:
+    """A client may define a date parameter over an element that is not a date
+    (``Patient.multipleBirth`` is a boolean or an integer): writes go on, with no value to
+    index. Before, indexing such a value raised TypeError and every write of the type
+    answered 500."""
+    parameter = marital_text_parameter(
+        id="patient-birth-order",
+        url="http://rofecare.example/fhir/SearchParameter/patient-birth-order",
+        name="birth-order",
+        code="birth-order",
+        type="date",
+        expression="Patient.multipleBirth",
+    )
+    put(client, parameter)
+    for number, birth in enumerate(({"multipleBirthInteger": 2}, {"multipleBirthBoolean": True})):
+        twin = patient(id=f"twin{number}", **birth)
+        response = client.put(f"/fhir/Patient/twin{number}", json=twin, headers=FHIR_JSON)
+        assert response.status_code == 201, response.text
+    found = client.get("/fhir/Patient?birth-order=ge2000", headers={"Prefer": "handling=strict"})
+    assert found.status_code == 200 and ids(found.json()) == []
+
+
 def test_a_search_past_the_time_limit_is_stopped(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
