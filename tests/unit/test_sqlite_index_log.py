@@ -642,3 +642,31 @@ async def test_check_reports_an_index_file_older_than_its_database(tmp_path: Pat
     async with opened(path) as store:
         problems = await store.check()
     assert len(problems) == 1 and "1 resources are indexed at a version older" in problems[0]
+
+
+FORGET_PLAN = (
+    "EXPLAIN QUERY PLAN DELETE FROM index_pending WHERE rkey IN (SELECT p.rkey FROM "
+    "json_each(?) applied JOIN index_pending p ON p.rkey = applied.value ->> 0 "
+    "WHERE p.seq <= applied.value ->> 1)"
+)
+
+
+def _forget_scans_the_log(connection: sqlite3.Connection) -> bool:
+    """Whether forgetting applied rows would read the whole log once per row (the plan
+    SQLite chose when statistics said the log holds one row)."""
+    steps = [row[3] for row in connection.execute(FORGET_PLAN, ("[[1, 1]]",))]
+    return any(step.startswith(("SCAN index_pending", "SCAN p")) for step in steps)
+
+
+async def test_statistics_never_describe_the_log_however_small_it_was(stack: Stack) -> None:
+    """ANALYZE with one row in the log would tell the planner the log always holds one;
+    the store leaves it without statistics, so each applied row is looked up by key."""
+    await stack.resources.update("Patient", "p1", patient("p1", "Okafor"))
+    assert len(stack.logged()) == 1
+    await stack.store._on_writer(stack.store._analyze)
+    with closing(connect(stack.path, read_only=True)) as connection:
+        described = {row[0] for row in connection.execute("SELECT tbl FROM sqlite_stat1")}
+        assert "resource_version" in described and "index_pending" not in described
+        assert not _forget_scans_the_log(connection)
+    writer = await stack.store._on_writer(stack.store._connection)
+    assert not _forget_scans_the_log(writer)

@@ -139,6 +139,7 @@ EAGER_SECONDS = 1.0
 # more creates than the code before with both servers loaded side by side.
 APPLIER_HANDOVER_SECONDS = 2.0
 EAGER_REREAD_SECONDS = 0.1  # how stale a writer's copy of index_eager may be
+_FORGET_QUEUE_STATISTICS = "DELETE FROM main.sqlite_stat1 WHERE tbl = 'index_pending'"
 # A type's newest version: what ``latest_change`` answers and a change stamp holds.
 _LATEST_OF_TYPE = "SELECT MAX(seq) FROM resource_version WHERE resource_type = ?"
 ALL_TYPES = "*"
@@ -1154,11 +1155,26 @@ class SqliteStore:
     def _analyze(self) -> None:
         """Refresh the statistics SQLite's planner chooses indexes by (sampled, so it takes
         milliseconds): without them it guessed, at 100,000 resources, to walk a whole date
-        index once per row of a sort and never answered."""
+        index once per row of a sort and never answered.
+
+        The index log is left without statistics. It is a queue: taken when it held a few
+        rows (a process opening the store while another loads), they told the planner it
+        always does, and forgetting 3,000 applied rows then scanned the log once for each
+        (quadratic: 7-12 s of the writer's CPU, holding the write lock, at the end of one
+        Synthea load in three). Without statistics the planner assumes a large table and
+        looks each row up by its key."""
         connection = self._connection()
         connection.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
         with self._write_lock.held(), self._index_lock.held():
-            connection.execute("ANALYZE")  # both files
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute("ANALYZE")  # both files
+                connection.execute(_FORGET_QUEUE_STATISTICS)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("ANALYZE sqlite_master")  # this connection reloads them too
 
     def _in_transaction(
         self, work: Callable[[sqlite3.Connection], T], *, locked: bool = False
