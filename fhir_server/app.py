@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from fhir_server.auth.identity import IdentityStore
 from fhir_server.config import Settings
 from fhir_server.core import build_core
 from fhir_server.definitions.terminology import Terminology
+from fhir_server.long_lived import freeze_start_up
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.services.conformance import publish_conformance
 from fhir_server.services.identity import Identity, build_identity
@@ -65,10 +65,7 @@ def build_app(
             await asyncio.to_thread(warm_up_terminology, core.terminology)
         await identity.keys.refresh()
         await core.audit.start()
-        # Everything built so far (schemas, search parameters, definitions: millions of
-        # objects) lives as long as the process: keep it out of the collector's full
-        # passes, which otherwise walk all of it and stall requests for tens of ms.
-        gc.freeze()
+        freeze_start_up()  # what was built so far lives as long as the process
         app.state.ready = True
         try:
             yield

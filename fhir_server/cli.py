@@ -141,6 +141,7 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         from fhir_server.core import build_core
+        from fhir_server.long_lived import collect_seldom, freeze_start_up
         from fhir_server.services.load_ledger import Ledger
         from fhir_server.services.load_report import Report
         from fhir_server.services.load_sources import Walk
@@ -200,6 +201,8 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     try:
         await core.service.reload_search_parameters()
+        freeze_start_up()
+        collect_seldom()
         counting = asyncio.ensure_future(asyncio.to_thread(walk.count, paths))
         try:
             if starting is not None:

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -251,10 +253,18 @@ class _Worker:
 def _worker_main(settings: Settings, jobs: Connection, replies: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the loader decides when to stop
     event_loop.run(_serve(settings, jobs, replies))
+    # The store is closed and the replies sent: exit without the interpreter's teardown of
+    # every object the Bundles left (~0.3 s at the end of a Synthea load, which the loader
+    # waits for).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _serve(settings: Settings, jobs: Connection, replies: Connection) -> None:
     from fhir_server.core import build_core  # the worker's own core, without the HTTP stack
+    from fhir_server.long_lived import collect_seldom, freeze_start_up
 
     try:
         core = build_core(settings)
@@ -269,6 +279,8 @@ async def _serve(settings: Settings, jobs: Connection, replies: Connection) -> N
         except Exception as error:
             replies.send(WorkerFailed(f"loader worker {os.getpid()}: {error}"))
             return
+        freeze_start_up()
+        collect_seldom()
         replies.send(None)
         while (job := await asyncio.to_thread(_receive, jobs)) is not None:
             task = asyncio.create_task(_run(core.bundles, job, replies))
