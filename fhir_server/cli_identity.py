@@ -18,14 +18,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fhir_server.auth.identity import ClientKind, GrantType
 from fhir_server.auth.roles import ROLE_NAMES
 from fhir_server.auth.scopes import InvalidScope
-from fhir_server.auth.users import IdentityError
 from fhir_server.config import Settings
-from fhir_server.services.identity import Identity, build_identity
+
+if TYPE_CHECKING:  # the identity stack (JOSE, both stores) is imported by the commands
+    from fhir_server.auth.identity import ClientKind, GrantType
+    from fhir_server.services.identity import Identity
 
 GRANTS: tuple[GrantType, ...] = (
     "authorization_code",
@@ -41,6 +42,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Identity], Awaitable[int]]) -> int:
+    from fhir_server.auth.users import IdentityError
+    from fhir_server.services.identity import build_identity
+
     async def main() -> int:
         identity = build_identity(_settings(args), audit=None)
         await identity.store.open()
@@ -205,6 +209,8 @@ def bootstrap(settings: Settings) -> None:
     """Before the first ``rofecare serve`` answers: the admin user and the console client.
 
     A generated password is printed here, once, and is never stored in clear or logged."""
+    from fhir_server.auth.users import IdentityError
+    from fhir_server.services.identity import build_identity
 
     async def main() -> str | None:
         identity = build_identity(settings, audit=None)
