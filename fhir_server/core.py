@@ -25,7 +25,6 @@ from fhir_server.services.rules import RuleRegistry
 from fhir_server.services.search import SearchService
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore
-from fhir_server.storage.mongo import MongoStore
 from fhir_server.storage.sqlite import SqliteStore
 from fhir_server.validation.profile_registry import ProfileRegistry
 from fhir_server.validation.profiles import ProfileValidation
@@ -54,6 +53,8 @@ def build_store(settings: Settings) -> ResourceStore:
             search_timeout=settings.search_timeout_seconds,
         )
     if settings.uses_mongodb():
+        from fhir_server.storage.mongo import MongoStore  # pymongo: ~0.1 s to import
+
         return MongoStore.connect(settings.store, search_timeout=settings.search_timeout_seconds)
     raise ValueError(
         f"Unsupported store {settings.store_description()!r} "

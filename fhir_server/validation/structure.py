@@ -19,14 +19,16 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 
 from fhir_server.definitions.registry import load_schema
 from fhir_server.errors import Issue
 from fhir_server.model.resource import json_size, nests_deeper_than
+
+if TYPE_CHECKING:  # imported on the first refusal: accepting needs only jsonschema-rs
+    import jsonschema
 
 MAX_REPORTED_ISSUES = 50
 # Resources larger than this (in JSON nodes) are validated on a worker thread, so that one
@@ -183,6 +185,8 @@ def _fast_validator(resource_types: frozenset[str]) -> Callable[[dict[str, Any]]
 
 @functools.cache
 def _detailed_validator_unlocked(resource_type: str) -> jsonschema.Draft6Validator:
+    import jsonschema
+
     schema = _prepared_schema()
     root = {
         "$schema": schema["$schema"],
