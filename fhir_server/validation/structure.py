@@ -4,8 +4,9 @@ Two engines, each for what it does best. jsonschema-rs (Rust) answers whether a 
 valid: ~5 us per Synthea resource, where fastjsonschema's generated Python took ~95 us, a
 tenth of the CPU of a bulk load, and ~2 s to compile in every new process. On the rare
 rejection, jsonschema's Draft-06 validator lists *every* fault with its path, which the
-client needs to fix its request. Each resource is checked against its own type's definition,
-not the schema's 146-way ``oneOf`` (whose errors say nothing useful).
+client needs to fix its request; a large refused resource is explained by jsonschema-rs too
+(``_explain_large``). Each resource is checked against its own type's definition, not the
+schema's 146-way ``oneOf`` (whose errors say nothing useful).
 
 The schema's patterns end in ``$``. jsonschema-rs reads them as ECMA-262 does (the end of
 the text), but Python's ``$`` also matches before a final newline, so for jsonschema they
