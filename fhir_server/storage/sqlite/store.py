@@ -1166,14 +1166,7 @@ class SqliteStore:
         connection = self._connection()
         connection.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
         with self._write_lock.held(), self._index_lock.held():
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                connection.execute("ANALYZE")  # both files
-                connection.execute(_FORGET_QUEUE_STATISTICS)
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+            _committed(connection, _analyze_all_but_the_log)
             connection.execute("ANALYZE sqlite_master")  # this connection reloads them too
 
     def _in_transaction(
@@ -1360,6 +1353,11 @@ def _committed(connection: sqlite3.Connection, work: Callable[[sqlite3.Connectio
             connection.execute("ROLLBACK")
         raise
     return result
+
+
+def _analyze_all_but_the_log(connection: sqlite3.Connection) -> None:
+    connection.execute("ANALYZE")  # both files
+    connection.execute(_FORGET_QUEUE_STATISTICS)
 
 
 def _index_ahead(connection: sqlite3.Connection) -> bool:
