@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_server import __version__, event_loop
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.storage.base import ResourceStore
+
+if TYPE_CHECKING:
+    from fhir_server.services.loading import LoadSummary
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -148,7 +151,9 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         from fhir_server.services.load_ledger import Ledger
         from fhir_server.services.load_report import Report
         from fhir_server.services.load_sources import Walk
-        from fhir_server.services.loading import load
+        from fhir_server.services.loading import load, quiet_accepted_breaks
+
+        quiet_accepted_breaks()
 
         paths = [Path(path) for path in args.paths]
         data_dir = settings.data_dir
@@ -260,12 +265,25 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         )
     if summary.ignored_files:
         print(f"  {summary.ignored_files:,} JSON files are no FHIR data: ignored", file=sys.stderr)
-    print(f"  report: {report.path} ({summary.failures:,} failures)", file=sys.stderr)
+    if summary.warned:
+        print(
+            f"  loaded with warnings: {summary.warned:,} resources ({_most_broken(summary)})",
+            file=sys.stderr,
+        )
+    lines = f"{summary.failures:,} failures, {summary.warned:,} warnings"
+    print(f"  report: {report.path} ({lines})", file=sys.stderr)
     if summary.interrupted:
         waiting = f"; {summary.waiting:,} resources were still waiting" if summary.waiting else ""
         print(f"Interrupted: run the same command again to resume{waiting}", file=sys.stderr)
         return 130
     return 1 if summary.failed else 0
+
+
+def _most_broken(summary: LoadSummary, shown: int = 5) -> str:
+    """The rules broken most often, e.g. ``rof-lr-1 1,520, rofecare-1906 1,431, 3 more``."""
+    common = summary.warning_keys.most_common()
+    text = ", ".join(f"{key} {count:,}" for key, count in common[:shown])
+    return text + (f", {len(common) - shown} more" if len(common) > shown else "")
 
 
 def _set_total(bar: Any, counted: asyncio.Future[int]) -> None:

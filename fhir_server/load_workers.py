@@ -252,6 +252,9 @@ class _Worker:
 
 def _worker_main(settings: Settings, jobs: Connection, replies: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the loader decides when to stop
+    from fhir_server.services.loading import quiet_accepted_breaks
+
+    quiet_accepted_breaks()
     event_loop.run(_serve(settings, jobs, replies))
     # The store is closed and the replies sent: exit without the interpreter's teardown of
     # every object the Bundles left (~0.3 s at the end of a Synthea load, which the loader
@@ -318,8 +321,8 @@ async def _run(bundles: BundleService, job: _Job, replies: Connection) -> None:
 
 
 def _without_bodies(outcome: BundleOutcome) -> BundleOutcome:
-    """What the loader reads of an outcome: each entry's status, error, and whether it
-    created or changed a resource (the stored bodies would cost a copy each way)."""
+    """What the loader reads of an outcome: each entry's status, error, warnings, and
+    whether it created or changed a resource (the stored bodies would cost a copy each way)."""
     from fhir_server.services.bundles import BundleOutcome
 
     return BundleOutcome(outcome.kind, [_slim(entry) for entry in outcome.entries])
@@ -327,9 +330,8 @@ def _without_bodies(outcome: BundleOutcome) -> BundleOutcome:
 
 def _slim(entry: EntryOutcome) -> EntryOutcome:
     from fhir_server.services.bundles import EntryOutcome
-    from fhir_server.services.resources import WriteResult
 
     write = entry.write
     if write is not None:
-        write = WriteResult(replace(write.version, body=None), write.created, write.changed)
+        write = replace(write, version=replace(write.version, body=None))
     return EntryOutcome(entry.status, write=write, error=entry.error)

@@ -88,9 +88,9 @@ def _server_rules() -> list[str]:
         "the write wants (a number, an admission, a slot, a signed document), 422 "
         "otherwise. The rules marked *guarded* are checked again by the store inside the "
         "write transaction, so of two simultaneous writes exactly one wins, on SQLite and on "
-        "MongoDB. `ROFECARE_PROFILE_VALIDATION=warn` logs a broken rule and writes anyway "
-        "(unguarded); `off` runs none. Each rule is tested allowed and refused through REST "
-        "and a transaction in `tests/rules/`.",
+        "MongoDB. `ROFECARE_PROFILE_VALIDATION=warn` writes anyway (unguarded), logs the "
+        "rule's code and answers it as a warning; `off` runs none. Each rule is tested "
+        "allowed and refused through REST and a transaction in `tests/rules/`.",
         "",
         "| code | rule | resources | where |",
         "|---|---|---|---|",

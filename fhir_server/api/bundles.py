@@ -5,7 +5,9 @@ request entry, in the request's order: ``response.status``, ``location``, ``etag
 ``lastModified`` for writes; the resource itself for reads, and for writes when the client
 sends ``Prefer: return=representation`` (the default here is minimal, since echoing back
 every resource of a large load doubles the traffic for nothing); ``response.outcome`` for
-a batch entry that failed and for ``Prefer: return=OperationOutcome``.
+a batch entry that failed, for a write accepted with warnings (a profile's guidance; in
+``ROFECARE_PROFILE_VALIDATION=warn`` the rules it breaks) and for ``Prefer:
+return=OperationOutcome``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from starlette.responses import Response
 from fhir_server.api.audit import audit_read
 from fhir_server.api.body import read_json
 from fhir_server.api.negotiation import is_pretty, require_json_body, response_media_type
-from fhir_server.api.rendering import base_url, json_response, preferred_return
+from fhir_server.api.rendering import base_url, json_response, preferred_return, written
 from fhir_server.api.search import searchset_bundle
 from fhir_server.auth.context import current_access
 from fhir_server.config import Settings
 from fhir_server.model.ids import weak_etag
 from fhir_server.model.instant import now_utc, to_instant
-from fhir_server.model.outcome import information, operation_outcome
+from fhir_server.model.outcome import operation_outcome
 from fhir_server.services.bundles import BundleOutcome, BundleService, EntryOutcome
 from fhir_server.storage.base import StoredVersion
 
@@ -64,10 +66,11 @@ def _entry(request: Request, base: str, item: EntryOutcome, prefer: str) -> dict
         _describe(response, version)
         if prefer == "representation" and version.body is not None:
             entry["resource"] = orjson.Fragment(version.body)
-        elif prefer == "OperationOutcome":
-            response["outcome"] = information(
-                f"{version.resource_type}/{version.resource_id} is at version {version.version_id}"
-            )
+        issues = list(item.write.warnings)
+        if prefer == "OperationOutcome":
+            issues.insert(0, written(version))
+        if issues:
+            response["outcome"] = operation_outcome(issues)
     elif item.read is not None:
         version = item.read
         entry["fullUrl"] = f"{base}/{version.resource_type}/{version.resource_id}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from fhir_server.definitions import Definitions
 from fhir_server.errors import BadRequest
 from fhir_server.model.ids import weak_etag
 from fhir_server.model.instant import http_date, to_instant
-from fhir_server.model.outcome import information
+from fhir_server.model.outcome import Issue, operation_outcome
 from fhir_server.model.subset import SUMMARY_MODES, select_elements, summarize
 from fhir_server.storage.base import StoredVersion
 
@@ -139,8 +140,10 @@ def write_response(
     *,
     status: int,
     pretty: bool = False,
+    warnings: Sequence[Issue] = (),
 ) -> Response:
-    """The answer to create/update/patch per the ``Prefer`` header (http.html#ops)."""
+    """The answer to create/update/patch per the ``Prefer`` header (http.html#ops); the
+    write's ``warnings`` go with the OperationOutcome asked for."""
     headers = version_headers(request, version)
     if status == 201:
         headers["Location"] = headers["Content-Location"]
@@ -148,12 +151,19 @@ def write_response(
     if prefer == "minimal":
         return Response(None, status, headers)
     if prefer == "OperationOutcome":
-        outcome = information(
-            f"{version.resource_type}/{version.resource_id} is now at version {version.version_id}"
-        )
+        outcome = operation_outcome([written(version), *warnings])
         return json_response(outcome, status, media_type, pretty=pretty, headers=headers)
     assert version.body is not None
     return json_response(version.body, status, media_type, pretty=pretty, headers=headers)
+
+
+def written(version: StoredVersion) -> Issue:
+    """The information issue of a successful write."""
+    return Issue(
+        "information",
+        "informational",
+        f"{version.resource_type}/{version.resource_id} is now at version {version.version_id}",
+    )
 
 
 def preferred_return(request: Request, default: str = "representation") -> str:

@@ -222,7 +222,14 @@ async def create(request: Request) -> Response:
     body = await read_json(request, _settings(request).max_body_bytes)
     result = await service.create(resource_type, body, if_none_exist=_create_condition(request))
     status = 201 if result.created else 200
-    return write_response(request, result.version, media, status=status, pretty=is_pretty(request))
+    return write_response(
+        request,
+        result.version,
+        media,
+        status=status,
+        pretty=is_pretty(request),
+        warnings=result.warnings,
+    )
 
 
 def _create_condition(request: Request) -> str | None:
@@ -251,7 +258,14 @@ async def update(request: Request) -> Response:
         resource_type, request.path_params["resource_id"], body, if_match=if_match
     )
     status = 201 if result.created else 200
-    return write_response(request, result.version, media, status=status, pretty=is_pretty(request))
+    return write_response(
+        request,
+        result.version,
+        media,
+        status=status,
+        pretty=is_pretty(request),
+        warnings=result.warnings,
+    )
 
 
 async def conditional_update(request: Request) -> Response:
@@ -265,7 +279,14 @@ async def conditional_update(request: Request) -> Response:
     body = await read_json(request, _settings(request).max_body_bytes)
     result = await service.conditional_update(resource_type, criteria, body, if_match=if_match)
     status = 201 if result.created else 200
-    return write_response(request, result.version, media, status=status, pretty=is_pretty(request))
+    return write_response(
+        request,
+        result.version,
+        media,
+        status=status,
+        pretty=is_pretty(request),
+        warnings=result.warnings,
+    )
 
 
 async def patch(request: Request) -> Response:
@@ -279,7 +300,14 @@ async def patch(request: Request) -> Response:
     result = await service.patch(
         resource_type, request.path_params["resource_id"], body, if_match=if_match
     )
-    return write_response(request, result.version, media, status=200, pretty=is_pretty(request))
+    return write_response(
+        request,
+        result.version,
+        media,
+        status=200,
+        pretty=is_pretty(request),
+        warnings=result.warnings,
+    )
 
 
 async def delete(request: Request) -> Response:

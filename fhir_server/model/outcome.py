@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Severity = Literal["fatal", "error", "warning", "information"]
@@ -18,6 +18,13 @@ class Issue:
     rofecare_code: str | None = None
     expression: tuple[str, ...] = field(default_factory=tuple)
     key: str | None = None  # the profile rule broken: a constraint key, or kind:element id
+
+
+def as_warning(issue: Issue) -> Issue:
+    """``issue``, no longer refusing: what ROFECARE_PROFILE_VALIDATION=warn makes of a fault."""
+    if issue.severity in ("error", "fatal"):
+        return replace(issue, severity="warning")
+    return issue
 
 
 ROFECARE_CODE_SYSTEM = "http://rofecare.com/fhir/CodeSystem/outcome-code"

@@ -1,27 +1,32 @@
-"""The report of ``rofecare load``: one JSON object per failure, written as it happens.
+"""The report of ``rofecare load``: one JSON object per failure, and per resource loaded
+with warnings, written as it happens.
 
-Each line says where the failure is in the input, in the input's own terms (the file, and
-its ``Bundle.entry`` index or NDJSON line, not the index in the Bundle the loader built),
-and what the server answered: HTTP status, OperationOutcome issue type, Rofecare code,
-diagnostics and FHIRPath expressions, as ``POST /fhir`` would have answered them.
+Each line says where it is in the input, in the input's own terms (the file, and its
+``Bundle.entry`` index or NDJSON line, not the index in the Bundle the loader built), and
+what the server answered: ``severity`` (``error``: not loaded; ``warning``: loaded), HTTP
+status, OperationOutcome issue type, Rofecare code, diagnostics and FHIRPath expressions,
+as ``POST /fhir`` would have answered them. A warning line also lists the ``keys`` of every
+rule the resource breaks: under ``ROFECARE_PROFILE_VALIDATION=warn`` that is the list of
+what to clean in a migrated archive, which the server log only tells one line at a time.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
-from fhir_server.errors import FhirError
+from fhir_server.errors import FhirError, Issue
 from fhir_server.services.load_sources import Unit
 
 ENTRY_PATH = re.compile(r"Bundle\.entry\[(\d+)\]")
 
 
 class Report:
-    """Failures, one JSON object per line, written as they happen (flushed each time)."""
+    """One JSON object per line, written as it happens (flushed each time)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -39,9 +44,36 @@ def failure_record(
     unit: Unit, indices: tuple[int, ...], entry: int | None, error: FhirError
 ) -> dict[str, Any]:
     """A report line: where the failing entry is in its file, and the OperationOutcome."""
+    return _located(unit, indices, entry, outcome_fields(error))
+
+
+def warning_record(
+    unit: Unit, indices: tuple[int, ...], entry: int, status: int, warnings: Sequence[Issue]
+) -> dict[str, Any]:
+    """A report line: where an entry loaded with ``warnings`` is in its file, and what they
+    say (the first in full, the keys and paths of all)."""
+    # What the resource breaks before what could not be checked (a claimed US Core profile
+    # this server does not know, 1805, which most Synthea resources carry besides).
+    first = next((issue for issue in warnings if issue.code != "not-supported"), warnings[0])
+    keys = {issue.key or issue.rofecare_code or issue.code for issue in warnings}
+    outcome = {
+        "severity": "warning",
+        "status": status,
+        "code": first.rofecare_code,
+        "issue": first.code,
+        "keys": sorted(keys),
+        "diagnostics": first.diagnostics,
+        "expression": list(dict.fromkeys(path for each in warnings for path in each.expression)),
+    }
+    return _located(unit, indices, entry, outcome)
+
+
+def _located(
+    unit: Unit, indices: tuple[int, ...], entry: int | None, outcome: dict[str, Any]
+) -> dict[str, Any]:
     record: dict[str, Any] = {"file": unit.source}
     if entry is None:
-        return {**record, **outcome_fields(error)}
+        return {**record, **outcome}
     index = indices[entry]
     position = unit.positions[index]
     record["line" if unit.by_line else "entry"] = position
@@ -63,7 +95,7 @@ def failure_record(
             return f"line {position}{rest}"
         return kind + rest.removeprefix(".resource") if kind else text
 
-    outcome = outcome_fields(error)
+    outcome = dict(outcome)
     outcome["diagnostics"] = relocate(outcome["diagnostics"], expression=False)
     outcome["expression"] = [relocate(path, expression=True) for path in outcome["expression"]]
     return {**record, **outcome}
@@ -79,6 +111,7 @@ def outcome_fields(error: FhirError) -> dict[str, Any]:
     )
     paths = [path for each in error.issues for path in each.expression]
     return {
+        "severity": "error",
         "status": error.status,
         "code": issue.rofecare_code or error.rofecare_code,
         "issue": issue.code,

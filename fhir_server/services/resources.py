@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -65,6 +66,11 @@ from fhir_server.storage.base import (
 from fhir_server.validation.profiles import ProfileValidation
 from fhir_server.validation.structure import StructureValidator
 
+# Writes accepted in warn mode although they break the hospital's rules (``rofecare load``
+# quiets it: its report lists them, entry by entry).
+ACCEPTED_BREAKS_LOGGER = "rofecare.profiles"
+broken_log = logging.getLogger(ACCEPTED_BREAKS_LOGGER)
+
 # Writes of one resource queue inside a process (KeyedLocks); these retries cover the rarer
 # race with another worker process on the same database, with a short random back-off.
 MAX_ATTEMPTS = 20
@@ -82,11 +88,13 @@ async def _back_off(attempt: int) -> None:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a write did: the version now current and whether it created the resource."""
+    """What a write did: the version now current, whether it created the resource, and
+    the warnings of what it wrote (profile guidance; in warn mode the rules it breaks)."""
 
     version: StoredVersion
     created: bool
     changed: bool = True
+    warnings: tuple[Issue, ...] = ()
 
 
 class ResourceService:
@@ -283,15 +291,17 @@ class ResourceService:
     async def structure_issues(self, resource: Any, resource_type: str) -> list[Issue]:
         return await self._validator.validate_async(resource, resource_type)
 
-    async def validate(self, resource: Any, resource_type: str) -> None:
+    async def validate(self, resource: Any, resource_type: str) -> list[Issue]:
         """Raise 400 with every structural fault of ``resource``, then 422 with every fault
-        against the profiles that govern it or that it claims (in the configured mode)."""
+        against the profiles that govern it or that it claims (in the configured mode);
+        else its warnings (``ProfileValidation.enforce``)."""
         issues = await self.structure_issues(resource, resource_type)
         if issues:
             raise InvalidResource(issues[0].diagnostics, issues=issues)
-        if self.profiles is not None and self.profiles.mode != "off":
-            await self.refresh_profiles()
-            self.profiles.enforce(resource)
+        if self.profiles is None or self.profiles.mode == "off":
+            return []
+        await self.refresh_profiles()
+        return self.profiles.enforce(resource)
 
     async def validation_issues(
         self, resource: Any, resource_type: str, profiles: tuple[str, ...] = ()
@@ -323,7 +333,20 @@ class ResourceService:
         its conditions first); the store checks them again as it writes."""
         self.check_type(resource_type)
         policy.require(resource_type, "create")
-        await self.validate(without_server_meta(resource), resource_type)
+        warnings = await self.validate(without_server_meta(resource), resource_type)
+        result = await self._create_valid(
+            resource_type, resource, if_none_exist, assigned_id, unless_exists
+        )
+        return self._accepted(result, warnings)
+
+    async def _create_valid(
+        self,
+        resource_type: str,
+        resource: dict[str, Any],
+        if_none_exist: str | None,
+        assigned_id: str | None,
+        unless_exists: str | None,
+    ) -> WriteResult:
         if if_none_exist is None and unless_exists is not None and active_stage() is not None:
             # In a transaction the store's check fails the commit, which runs it all again.
             plan = self.condition(resource_type, unless_exists)
@@ -405,7 +428,7 @@ class ResourceService:
                     expression=f"{resource_type}.id",
                     rofecare_code="rofecare-1203",
                 )
-        await self.validate(without_server_meta(resource), resource_type)
+        warnings = await self.validate(without_server_meta(resource), resource_type)
 
         async def put(current: StoredVersion | None) -> WriteResult:
             exists = current is not None and not current.deleted
@@ -418,7 +441,8 @@ class ResourceService:
                 )
             return await self._put_version(resource_type, resource_id, resource, current, "PUT")
 
-        return await self._versioned_write(resource_type, resource_id, if_match, put)
+        result = await self._versioned_write(resource_type, resource_id, if_match, put)
+        return self._accepted(result, warnings)
 
     async def conditional_update(
         self, resource_type: str, criteria: str, resource: Any, *, if_match: int | None = None
@@ -426,11 +450,13 @@ class ResourceService:
         """PUT [type]?criteria (http.html#cond-update)."""
         self.check_type(resource_type)
         query = self.condition(resource_type, criteria)  # the scopes first, then the body
-        await self.validate(without_server_meta(resource), resource_type)
+        warnings = await self.validate(without_server_meta(resource), resource_type)
         async with self._locks.hold(("condition", query.resource_types, query.where)):
             for _ in range(MAX_ATTEMPTS):
                 try:
-                    return await self._conditional_update(resource_type, query, resource, if_match)
+                    return await self._conditional_update(
+                        resource_type, query, resource, if_match, warnings
+                    )
                 except ConditionMatched:
                     continue  # another process created a match meanwhile: update that one
         raise _lost_race(resource_type, "(new)")
@@ -441,7 +467,9 @@ class ResourceService:
         query: SearchPlan,
         resource: dict[str, Any],
         if_match: int | None,
+        warnings: Sequence[Issue],
     ) -> WriteResult:
+        """Update the match (``update`` validates and reports on its own), or create."""
         matches = await self._matches(query)
         if len(matches) > 1:
             raise PreconditionFailed(
@@ -474,7 +502,8 @@ class ResourceService:
                 )
             return await self.update(resource_type, body_id, resource)
         policy.require(resource_type, "create")
-        return await self._create(resource_type, resource, unless_exists=query)
+        result = await self._create(resource_type, resource, unless_exists=query)
+        return self._accepted(result, warnings)
 
     async def patch(
         self,
@@ -507,8 +536,9 @@ class ResourceService:
                     f"{resource_type}/{resource_id} was deleted", rofecare_code="rofecare-1103"
                 )
             patched = apply_json_patch(resource_type, resource_id, current.body, operations)
-            await self.validate(without_server_meta(patched), resource_type)
-            return await self._put_version(resource_type, resource_id, patched, current, "PATCH")
+            warnings = await self.validate(without_server_meta(patched), resource_type)
+            result = await self._put_version(resource_type, resource_id, patched, current, "PATCH")
+            return self._accepted(result, warnings)
 
         return await self._versioned_write(
             resource_type, resource_id, if_match, apply, must_exist=True
@@ -540,7 +570,10 @@ class ResourceService:
                 claims=self.rules.claims(resource_type, None),
             )
             companions = await self._companions(verdict)
-            return WriteResult(await self._persist(record, companions), created=False)
+            version = await self._persist(record, companions)
+            return self._accepted(
+                WriteResult(version, created=False, warnings=tuple(verdict.warnings)), ()
+            )
 
         return await self._versioned_write(
             resource_type, resource_id, if_match, mark_deleted, must_exist=True
@@ -612,7 +645,26 @@ class ResourceService:
             record = replace(record, guards=tuple(verdict.guards), enforced=tuple(verdict.claims))
         companions = await self._companions(verdict)
         version = await self._persist(record, companions)
-        return WriteResult(version, created=current is None or current.deleted)
+        created = current is None or current.deleted
+        return WriteResult(version, created=created, warnings=tuple(verdict.warnings))
+
+    def _accepted(self, result: WriteResult, warnings: Sequence[Issue]) -> WriteResult:
+        """``result`` with the warnings of the content it wrote (none when it wrote nothing:
+        a conditional create that found its match). In warn mode a write that breaks the
+        hospital's rules is also logged, by keys and ids (never content: it may be patient
+        data), for the operator; its client gets the issues themselves."""
+        if not result.changed or not (warnings or result.warnings):
+            return result
+        combined = tuple(dict.fromkeys((*warnings, *result.warnings)))
+        if self.profiles is not None and self.profiles.mode == "warn":
+            version = result.version
+            broken_log.warning(
+                "%s/%s accepted although it breaks %s (ROFECARE_PROFILE_VALIDATION=warn)",
+                version.resource_type,
+                version.resource_id,
+                ", ".join(sorted({issue.key or issue.rofecare_code or "?" for issue in combined})),
+            )
+        return replace(result, warnings=combined)
 
     async def judge(
         self,

@@ -22,7 +22,6 @@ patient cannot see the ward's other admissions, but the rule must.
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,7 +30,8 @@ from urllib.parse import urlencode
 import orjson
 
 from fhir_server.auth.context import Access, current_access
-from fhir_server.errors import FhirError
+from fhir_server.errors import FhirError, Issue
+from fhir_server.model.outcome import as_warning
 from fhir_server.search.plan import SearchPlan
 from fhir_server.services.criteria import parse_criteria
 from fhir_server.services.staging import active_stage
@@ -42,7 +42,6 @@ __all__ = ["Change", "Claim", "ClaimingRule", "Rule", "RuleContext", "RuleRegist
 if TYPE_CHECKING:
     from fhir_server.services.resources import ResourceService
 
-log = logging.getLogger("rofecare.rules")
 SEARCH_LIMIT = 100  # a rule asking for more is asking the wrong question
 
 
@@ -71,6 +70,7 @@ class Verdict:
     guards: list[WriteGuard] = field(default_factory=list)
     companions: list[dict[str, Any]] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)  # the store checks them (enforced)
+    warnings: list[Issue] = field(default_factory=list)  # refusals, in warn mode
 
 
 class Rule(Protocol):
@@ -265,7 +265,8 @@ class RuleRegistry:
     async def judge(self, change: Change, context: RuleContext, *, enforce: bool = True) -> Verdict:
         """Run every rule of the change's type in turn, each seeing what the ones before it
         made of the resource. ``enforce`` False (ROFECARE_PROFILE_VALIDATION=warn): a
-        refusal is logged and the write goes on, unguarded; interventions still apply."""
+        refusal becomes the verdict's warnings and the write goes on, unguarded;
+        interventions still apply."""
         verdict = Verdict(change.resource)
         for rule in self._by_type.get(change.resource_type, ()):
             current = Change(
@@ -281,12 +282,7 @@ class RuleRegistry:
             try:
                 await rule.check(current, context, verdict)
             except FhirError as refusal:
-                log.warning(
-                    "%s/%s accepted although it breaks %s (ROFECARE_PROFILE_VALIDATION=warn)",
-                    change.resource_type,
-                    change.resource_id,
-                    refusal.rofecare_code,
-                )
+                verdict.warnings.extend(as_warning(issue) for issue in refusal.issues)
             verdict.guards.clear()
             verdict.claims.clear()
         return verdict

@@ -133,7 +133,7 @@ async def _rule_issues(
     if mode != "delete" and isinstance(resource, dict):
         content = {**resource, "id": resource_id or resource.get("id") or ""}
     try:
-        await service.judge(resource_type, resource_id or "", content, current, method)
+        verdict = await service.judge(resource_type, resource_id or "", content, current, method)
     except FhirError as refusal:
         return refusal.issues
-    return []
+    return verdict.warnings  # in warn mode, the refusals

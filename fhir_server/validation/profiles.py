@@ -2,25 +2,24 @@
 
 ``enforce`` (the default) refuses a resource that breaks a profile with 422 and every
 fault (https://hl7.org/fhir/R4/http.html#2.21.0.17: "the proposed resource violated
-applicable FHIR profiles or server business rules"); ``warn`` accepts it and logs which
-rules it broke (keys and ids, never content: it may be patient data), for a migration
-period while old data is cleaned; ``off`` leaves the R4 structural check alone.
+applicable FHIR profiles or server business rules"); ``warn`` accepts it with the faults as
+warnings, which the write path logs (keys and ids, never content: it may be patient data)
+and answers to the client, for a migration period while old data is cleaned; ``off``
+leaves the R4 structural check alone.
 ``$validate`` answers what a write would meet: the faults as errors (enforce), as warnings
 (warn), none (off); a profile it names explicitly is checked in every mode.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from fhir_server.errors import Issue, ProfileViolation
+from fhir_server.model.outcome import as_warning
 from fhir_server.validation.profile_registry import ProfileRegistry
 
 Mode = Literal["enforce", "warn", "off"]
-log = logging.getLogger("rofecare.profiles")
 
 
 class ProfileValidation:
@@ -36,12 +35,7 @@ class ProfileValidation:
         profiles, issues = registry.select(resource, governing=on, declared=on)
         found = registry.check(resource, profiles)
         if self.mode == "warn":
-            found = [
-                dataclasses.replace(issue, severity="warning")
-                if issue.severity == "error"
-                else issue
-                for issue in found
-            ]
+            found = [as_warning(issue) for issue in found]
         extra, extra_issues = registry.select(resource, asked, governing=False, declared=False)
         checked = {profile.url for profile in profiles} if self.mode == "enforce" else set()
         found += extra_issues + registry.check(
@@ -49,19 +43,16 @@ class ProfileValidation:
         )
         return issues + found
 
-    def enforce(self, resource: dict[str, Any]) -> None:
-        """Raise 422 with every fault (enforce), or log the broken rules (warn)."""
+    def enforce(self, resource: dict[str, Any]) -> list[Issue]:
+        """Raise 422 with every fault (enforce); else the warnings of the accepted resource:
+        the profiles' own (an extensible binding's guidance, a claimed profile this server
+        does not know) and, in warn mode, every fault. They are returned rather than logged
+        here: the caller knows whether the write then went through, and tells its client
+        (a Bundle entry's ``response.outcome``, a line of ``rofecare load``'s report)."""
         if self.mode == "off":
-            return
+            return []
         issues = self.registry.issues(resource)
         errors = [issue for issue in issues if issue.severity in ("error", "fatal")]
-        if not errors:
-            return
-        if self.mode == "enforce":
+        if errors and self.mode == "enforce":
             raise ProfileViolation(errors[0].diagnostics, issues=issues)
-        log.warning(
-            "%s/%s accepted although it breaks %s (ROFECARE_PROFILE_VALIDATION=warn)",
-            resource.get("resourceType"),
-            resource.get("id", "(new)"),
-            ", ".join(sorted({issue.key or issue.rofecare_code or "?" for issue in errors})),
-        )
+        return [as_warning(issue) for issue in issues if issue.severity != "information"]

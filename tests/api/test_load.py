@@ -22,6 +22,7 @@ import pytest
 
 from fhir_server.cli import main
 from tests.api.conftest import make_client, observation, patient
+from tests.rules.conftest import hospital_patient
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 
@@ -408,6 +409,46 @@ def test_batch_entries_waiting_for_data_are_retried_on_the_next_run(
     assert status == 0, stderr  # only the entry that failed runs again
     assert summary(stderr) == dict(created=2, updated=0, unchanged=0, skipped=1, failed=0)
     assert count(data, "Patient") == 1 and count(data, "Encounter") == 1
+
+
+@JOBS
+def test_warn_mode_loads_what_breaks_rules_and_the_report_lists_each(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    jobs: str,
+) -> None:
+    """ROFECARE_PROFILE_VALIDATION=warn (loading an archive that is not the hospital's):
+    everything loads; each resource breaking a profile or a rule is a warning line of the
+    report (its entry and every rule key) and counted in the summary, not a log line each."""
+    monkeypatch.setenv("ROFECARE_PROFILE_VALIDATION", "warn")
+    future_birth = hospital_patient("MRN-2", birthDate="2999-01-01")  # rof-pat-2
+    archive = write(
+        tmp_path / "archive.json",
+        bundle(
+            "transaction",
+            [
+                post(hospital_patient("MRN-1")),
+                post(hospital_patient("MRN-1")),  # rule rofecare-1901: one patient per MRN
+                post(future_birth),
+                post(hospital_patient("MRN-3")),
+            ],
+        ),
+    )
+    status, stderr = load(capsys, archive, "--data-dir", tmp_path / "data", "--jobs", jobs)
+    assert status == 0, stderr
+    assert summary(stderr)["created"] == 4 and summary(stderr)["failed"] == 0
+    assert "loaded with warnings: 2 resources (" in stderr
+    assert "0 failures, 2 warnings" in stderr
+    assert "accepted although" not in stderr  # the report tells it, not the log
+    lines = sorted(report_of(stderr), key=lambda line: line["entry"])
+    assert [(line["entry"], line["severity"], line["status"]) for line in lines] == [
+        (1, "warning", 201),  # the second patient with MRN-1
+        (2, "warning", 201),
+    ]
+    assert "rofecare-1901" in lines[0]["keys"] and "rof-pat-2" in lines[1]["keys"]
+    assert lines[1]["expression"] and all(line["file"] == str(archive) for line in lines)
+    assert count(tmp_path / "data", "Patient") == 4
 
 
 def test_exit_status_and_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,8 +162,12 @@ def test_validate_names_an_unknown_profile_and_a_declared_one_is_a_warning(
     ).json()
     assert "rofecare-1701" in keys(unknown)
     declared = {**good, "meta": {"profile": ["http://example.org/StructureDefinition/nope"]}}
-    answer = enforced.post("/fhir/Patient", json=declared, headers=FHIR_JSON)
+    as_outcome = {**FHIR_JSON, "Prefer": "return=OperationOutcome"}
+    answer = enforced.post("/fhir/Patient", json=declared, headers=as_outcome)
     assert answer.status_code == 201, answer.text
+    # accepted, and the client is told the profile it claims was not checked
+    assert [issue["severity"] for issue in answer.json()["issue"]] == ["information", "warning"]
+    assert "rofecare-1805" in keys(answer.json())
     wrong = {**good, "meta": {"profile": [f"{CANONICAL}rofecare-encounter"]}}
     wrong["identifier"] = [{**good["identifier"][0], "value": "DECLARED-2"}]
     refused = enforced.post("/fhir/Patient", json=wrong, headers=FHIR_JSON)

@@ -166,6 +166,45 @@ def test_the_mode_decides_whether_a_broken_rule_refuses(
         assert again.status_code == status
 
 
+def test_warn_mode_answers_the_broken_rule_as_a_warning_on_every_door(tmp_path: Path) -> None:
+    """Accepted in warn mode, a write that breaks a hospital rule tells its client so: in
+    the OperationOutcome it asked for, in its Bundle entry's ``response.outcome``, and in
+    ``$validate``; a write that breaks nothing carries no outcome."""
+    as_outcome = {**FHIR_JSON, "Prefer": "return=OperationOutcome"}
+    with make_client(tmp_path, profile_validation="warn") as client:
+        create(client, hospital_patient("MRN-W"))
+        answer = client.post("/fhir/Patient", json=hospital_patient("MRN-W"), headers=as_outcome)
+        assert answer.status_code == 201
+        issues = answer.json()["issue"]
+        assert [issue["severity"] for issue in issues] == ["information", "warning"]
+        assert "rofecare-1901" in keys(answer.json())
+        plain = client.post("/fhir/Patient", json=hospital_patient("MRN-W"), headers=FHIR_JSON)
+        assert plain.status_code == 201 and plain.json()["resourceType"] == "Patient"
+
+        entries = [
+            {"resource": hospital_patient(mrn), "request": {"method": "POST", "url": "Patient"}}
+            for mrn in ("MRN-W", "MRN-CLEAN")
+        ]
+        for kind in ("batch", "transaction"):
+            for entry in entries:
+                entry["resource"]["identifier"][0]["value"] += "-"  # a fresh pair each time
+            entries[0]["resource"]["identifier"][0]["value"] = "MRN-W"
+            response = client.post(
+                "/fhir", json={"resourceType": "Bundle", "type": kind, "entry": entries}
+            ).json()
+            broken, clean = (entry["response"] for entry in response["entry"])
+            assert broken["status"].startswith("201") and clean["status"].startswith("201")
+            assert {issue["severity"] for issue in broken["outcome"]["issue"]} == {"warning"}
+            assert "rofecare-1901" in keys(broken["outcome"])
+            assert "outcome" not in clean
+
+        validated = client.post(
+            "/fhir/Patient/$validate", json=hospital_patient("MRN-W"), headers=FHIR_JSON
+        ).json()
+        assert "rofecare-1901" in keys(validated)
+        assert {issue["severity"] for issue in validated["issue"]} == {"warning"}
+
+
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[Core]:
     core = build_core(Settings(data_dir=tmp_path, profile_validation="enforce"))
