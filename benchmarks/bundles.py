@@ -225,19 +225,30 @@ def usage(server: Server | None) -> Usage:
 
 
 def bulk_load(
-    source: Path, concurrency: int, jobs: int, timeout: float, work: Path
+    source: Path,
+    concurrency: int,
+    jobs: int,
+    timeout: float,
+    work: Path,
+    profile_validation: str = ENVIRONMENT["ROFECARE_PROFILE_VALIDATION"],
 ) -> tuple[Part, float]:
     """``rofecare load`` into a fresh data directory; (the part, the rate it printed)."""
+    name = f"{jobs}-{profile_validation}"
     argv = [sys.executable, "-m", "fhir_server", "load", str(source),
-            "--data-dir", str(work / f"load-data-{jobs}"), "--concurrency", str(concurrency),
+            "--data-dir", str(work / f"load-data-{name}"), "--concurrency", str(concurrency),
             "--jobs", str(jobs)]  # fmt: skip
-    log = work / f"load-{jobs}.log"
-    print(f"rofecare load {source} --concurrency {concurrency} --jobs {jobs} ...", flush=True)
+    log = work / f"load-{name}.log"
+    environment = {**os.environ, **ENVIRONMENT, "ROFECARE_PROFILE_VALIDATION": profile_validation}
+    print(
+        f"rofecare load {source} --concurrency {concurrency} --jobs {jobs}"
+        f" (ROFECARE_PROFILE_VALIDATION={profile_validation}) ...",
+        flush=True,
+    )
     before = usage(None)
     with log.open("wb") as out:
         try:
             done = subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENVIRONMENT},
+                argv, stdout=out, stderr=subprocess.STDOUT, env=environment,
                 timeout=timeout, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as error:
@@ -254,9 +265,12 @@ def bulk_load(
             f"rofecare load: exit {done.returncode}, {failures:,} failed (report in its"
             f" data directory; --keep keeps it):\n{tail}"
         )
+    label = f"`rofecare load --concurrency {concurrency} --jobs {jobs}`"
+    if profile_validation != ENVIRONMENT["ROFECARE_PROFILE_VALIDATION"]:
+        label += f", profiles and rules: {profile_validation}"
     part = after.part(
         before,
-        f"`rofecare load --concurrency {concurrency} --jobs {jobs}`",
+        label,
         bundles=_int(summary[1]),
         resources=_int(summary[2]),
     )
@@ -394,11 +408,17 @@ def run(args: argparse.Namespace, work: Path) -> int:
         print(f"  {load.resources:,} resources in {load.seconds:.1f} s", flush=True)
         loads.append(load)
         own_rates.append(own_rate)
+    # Once more with every Rofecare profile and rule checked (none refusing: Synthea is not
+    # the hospital's data): what checking them costs a load. Not a target row.
+    checked, _ = bulk_load(
+        source, args.concurrency, max(args.jobs), args.load_timeout, work, "warn"
+    )
+    print(f"  {checked.resources:,} resources in {checked.seconds:.1f} s", flush=True)
     port = args.port or free_port()
     http = http_load(files, args.workers, args.clients, port, args.timeout, work)
     patients, whole = http[-2], http[-1]
     warnings = []
-    for load in loads:
+    for load in [*loads, checked]:
         if load.resources != dataset.resources:
             warnings.append(
                 f"{load.name} counted {load.resources:,} resources, the files hold"
@@ -407,13 +427,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
     verdicts = targets(loads, whole)
     machine = docs_page.machine(work)
     print()
-    print(console_table([*loads, *http]))
+    print(console_table([*loads, checked, *http]))
     print()
     print(f"patient transaction Bundles ({patients.bundles}, one POST each): {latencies(patients)}")
     for jobs, own_rate in zip(args.jobs, own_rates, strict=True):
         print(f"rofecare load --jobs {jobs}, its own figure (from the start of loading):"
               f" {own_rate:,.0f} resources/s")  # fmt: skip
-    loud = noisy([*loads, *http])
+    loud = noisy([*loads, checked, *http])
     if loud:
         print(f"other programs used the CPU during {', '.join(loud)}: noisy figures")
     print()
@@ -435,6 +455,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 dataset=dataset,
                 jobs=args.jobs,
                 loads=loads,
+                checked=checked,
                 load_own_rates=own_rates,
                 http=http,
                 patients=patients,

@@ -19,7 +19,6 @@ from fhir_server.api.routes import fhir_routes
 from fhir_server.auth.identity import IdentityStore
 from fhir_server.config import Settings
 from fhir_server.core import build_core
-from fhir_server.definitions.terminology import Terminology
 from fhir_server.long_lived import freeze_start_up
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.services.conformance import publish_conformance
@@ -49,7 +48,7 @@ def build_app(
     settings = settings or Settings()
     check_security(settings)
     core = build_core(settings, store)
-    definitions, validator, store = core.definitions, core.validator, core.store
+    definitions, store = core.definitions, core.store
     service, search, search_index = core.service, core.search, core.search_index
     identity: Identity = build_identity(settings, core.audit, identity_store)
 
@@ -60,9 +59,7 @@ def build_app(
         await service.reload_search_parameters()
         if service.profiles is not None and service.profiles.mode != "off":
             await publish_conformance(service, core.conformance)
-        await asyncio.to_thread(validator.warm_up)
-        if core.terminology is not None and settings.profile_validation != "off":
-            await asyncio.to_thread(warm_up_terminology, core.terminology)
+        await asyncio.to_thread(core.warm_up)
         await identity.keys.refresh()
         await core.audit.start()
         freeze_start_up()  # what was built so far lives as long as the process
@@ -126,14 +123,6 @@ def build_app(
         return Response(b'{"status":"starting"}', 503, media_type="application/json")
 
     return app
-
-
-def warm_up_terminology(terminology: Terminology) -> None:
-    """Load the code systems every write's bindings ask (the R4 core value sets, ICD-10)
-    before the server says it is ready, off the event loop: loading them on a first write
-    held that request, and every request behind it, for a quarter of a second."""
-    terminology.validate_code("http://hl7.org/fhir/ValueSet/administrative-gender", None, "male")
-    terminology.validate_in_system("http://hl7.org/fhir/sid/icd-10", "A00.0")
 
 
 def _supported_profiles(service: ResourceService) -> dict[str, list[str]]:
