@@ -165,6 +165,9 @@ def test_normalize() -> None:
         ("a\\,b,c", ",", ["a\\,b", "c"]),  # escapes stay until the leaf value
         ("sys|A\\|B", "|", ["sys", "A\\|B"]),
         ("\\", ",", ["\\"]),
+        ("", ",", [""]),  # without a backslash, str.split: empty parts are kept
+        (",a,,b,", ",", ["", "a", "", "b", ""]),
+        ("a\\,,b", ",", ["a\\,", "b"]),
     ],
 )
 def test_split_escaped_keeps_escapes(text: str, separator: str, parts: list[str]) -> None:
