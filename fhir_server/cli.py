@@ -153,8 +153,6 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         from fhir_server.services.load_sources import Walk
         from fhir_server.services.loading import load, quiet_accepted_breaks
 
-        quiet_accepted_breaks()
-
         paths = [Path(path) for path in args.paths]
         data_dir = settings.data_dir
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -207,6 +205,7 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
             starting.abort()
     if not opened:
         return 1
+    log_accepted_breaks = quiet_accepted_breaks()
     try:
         await core.service.reload_search_parameters()
         freeze_start_up()
@@ -249,6 +248,7 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         elif starting is not None:  # stopped before loading: never used
             starting.abort()
         await core.store.close()
+        log_accepted_breaks()
     main_task.uncancel()
     print(
         f"Loaded {summary.files:,} files ({summary.bundles:,} bundles) in "

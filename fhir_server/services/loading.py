@@ -91,11 +91,15 @@ class LoadSummary:
         return self.loaded / self.seconds if self.seconds else 0.0
 
 
-def quiet_accepted_breaks() -> None:
+def quiet_accepted_breaks() -> Callable[[], None]:
     """The server logs each write it accepts in warn mode although it breaks a hospital
     rule. While loading, the report lists them with their files and entries; a log line
-    each (4,344 for Synthea) would bury the progress bar and the summary."""
-    logging.getLogger(ACCEPTED_BREAKS_LOGGER).setLevel(logging.ERROR)
+    each (4,344 for Synthea) would bury the progress bar and the summary. Returns what
+    puts the log back (``rofecare load`` may run inside a longer process: the tests)."""
+    logger = logging.getLogger(ACCEPTED_BREAKS_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    return lambda: logger.setLevel(level)
 
 
 class RunsBundles(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import re
 import signal
@@ -441,6 +442,7 @@ def test_warn_mode_loads_what_breaks_rules_and_the_report_lists_each(
     assert "loaded with warnings: 2 resources (" in stderr
     assert "0 failures, 2 warnings" in stderr
     assert "accepted although" not in stderr  # the report tells it, not the log
+    assert logging.getLogger("rofecare.profiles").level == logging.NOTSET  # put back
     lines = sorted(report_of(stderr), key=lambda line: line["entry"])
     assert [(line["entry"], line["severity"], line["status"]) for line in lines] == [
         (1, "warning", 201),  # the second patient with MRN-1
