@@ -18,12 +18,13 @@ class Issue:
     rofecare_code: str | None = None
     expression: tuple[str, ...] = field(default_factory=tuple)
     key: str | None = None  # the profile rule broken: a constraint key, or kind:element id
+    demoted: bool = False  # a fault accepted as a warning (warn mode); not in the JSON
 
 
 def as_warning(issue: Issue) -> Issue:
     """``issue``, no longer refusing: what ROFECARE_PROFILE_VALIDATION=warn makes of a fault."""
     if issue.severity in ("error", "fatal"):
-        return replace(issue, severity="warning")
+        return replace(issue, severity="warning", demoted=True)
     return issue
 
 

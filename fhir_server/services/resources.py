@@ -650,19 +650,21 @@ class ResourceService:
 
     def _accepted(self, result: WriteResult, warnings: Sequence[Issue]) -> WriteResult:
         """``result`` with the warnings of the content it wrote (none when it wrote nothing:
-        a conditional create that found its match). In warn mode a write that breaks the
-        hospital's rules is also logged, by keys and ids (never content: it may be patient
-        data), for the operator; its client gets the issues themselves."""
+        a conditional create that found its match). A write accepted in warn mode although
+        it breaks the hospital's rules (its demoted faults) is also logged, by keys and ids
+        (never content: it may be patient data), for the operator; its client gets the
+        issues themselves."""
         if not result.changed or not (warnings or result.warnings):
             return result
         combined = tuple(dict.fromkeys((*warnings, *result.warnings)))
-        if self.profiles is not None and self.profiles.mode == "warn":
+        broken = {issue.key or issue.rofecare_code or "?" for issue in combined if issue.demoted}
+        if broken:
             version = result.version
             broken_log.warning(
                 "%s/%s accepted although it breaks %s (ROFECARE_PROFILE_VALIDATION=warn)",
                 version.resource_type,
                 version.resource_id,
-                ", ".join(sorted({issue.key or issue.rofecare_code or "?" for issue in combined})),
+                ", ".join(sorted(broken)),
             )
         return replace(result, warnings=combined)
 

@@ -136,6 +136,21 @@ def test_warn_accepts_and_logs_keys_only_and_off_skips(
         logged = " ".join(record.getMessage() for record in caplog.records)
         assert "rof-pat-2" in logged
         assert bad["name"][0]["family"] not in logged  # no patient data in the log
+        # A profile it claims and this server does not know breaks nothing: the client is
+        # told (1805), the log is not.
+        good = json.loads((PROFILES / "patient/examples/rofecare-patient.valid.json").read_text())
+        good.pop("id", None)
+        good["identifier"][0]["value"] = "WARN-CLAIM-1"
+        good["meta"] = {"profile": ["http://example.org/StructureDefinition/nope"]}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="rofecare.profiles"):
+            answer = client.post(
+                "/fhir/Patient",
+                json=good,
+                headers={**FHIR_JSON, "Prefer": "return=OperationOutcome"},
+            )
+        assert answer.status_code == 201 and "rofecare-1805" in keys(answer.json())
+        assert caplog.records == []
         validated = client.post("/fhir/Patient/$validate", json=bad, headers=FHIR_JSON).json()
         assert {issue["severity"] for issue in validated["issue"]} == {"warning"}
     with make_client(tmp_path / "off", profile_validation="off") as client:
