@@ -76,11 +76,17 @@ class AuditTrail:
 
     # -- writes: in the same transaction --------------------------------------------------
 
-    def for_writes(self, records: Sequence[WriteRecord], access: Access | None) -> WriteRecord:
-        """The AuditEvent record to commit with ``records``."""
+    def for_writes(
+        self,
+        records: Sequence[WriteRecord],
+        access: Access | None,
+        several: str = "transaction",
+    ) -> WriteRecord:
+        """The AuditEvent record to commit with ``records``: of their interaction, or of
+        ``several`` (a transaction, a group of batch entries) when they are more than one."""
         first = records[0]
         interaction = (
-            "transaction" if len(records) > 1 else WRITE_INTERACTIONS.get(first.method, "update")
+            several if len(records) > 1 else WRITE_INTERACTIONS.get(first.method, "update")
         )
         action: Action = "E" if len(records) > 1 else WRITE_ACTIONS.get(first.method, "U")
         entities: list[Entity] = []

@@ -764,11 +764,13 @@ class ResourceService:
             await self.reload_search_parameters()
         return record.as_version()
 
-    def _audited(self, records: list[WriteRecord]) -> list[WriteRecord]:
+    def _audited(
+        self, records: list[WriteRecord], interaction: str = "transaction"
+    ) -> list[WriteRecord]:
         """``records`` and their AuditEvent, to commit in one transaction."""
         if self._audit is None or not records:
             return records
-        return [*records, self._audit.for_writes(records, current_access())]
+        return [*records, self._audit.for_writes(records, current_access(), interaction)]
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The current version (deleted or not), as staged in this transaction if it was."""
@@ -778,12 +780,13 @@ class ResourceService:
             return staged
         return await self._store.read(resource_type, resource_id)
 
-    async def commit_stage(self, stage: StagedWrites) -> None:
+    async def commit_stage(self, stage: StagedWrites, interaction: str = "transaction") -> None:
         """Persist every staged record in one storage transaction (VersionConflict if any
-        resource changed since it was staged: nothing is written then)."""
+        resource changed since it was staged: nothing is written then), with one
+        AuditEvent of the ``interaction`` (a transaction, or a group of batch entries)."""
         if stage.records:
             try:
-                await self._store.write(self._audited(stage.records))
+                await self._store.write(self._audited(stage.records, interaction))
             except GuardViolated as violated:
                 raise _guard_conflict(violated) from None
         if stage.search_parameters_changed:

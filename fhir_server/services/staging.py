@@ -21,6 +21,9 @@ from fhir_server.storage.base import StoredVersion, WriteRecord
 _active: ContextVar[StagedWrites | None] = ContextVar("rofecare_staged_writes", default=None)
 
 
+ONE_WRITE_PER_RESOURCE = "rofecare-2404"  # a second entry writing a staged resource
+
+
 @dataclass
 class StagedWrites:
     records: list[WriteRecord] = field(default_factory=list)
@@ -34,7 +37,7 @@ class StagedWrites:
         if key in self.versions:
             raise BadRequest(
                 f"{key[0]}/{key[1]} is written by more than one entry of the transaction",
-                rofecare_code="rofecare-2404",
+                rofecare_code=ONE_WRITE_PER_RESOURCE,
             )
         version = record.as_version()
         self.records.append(record)

@@ -119,6 +119,33 @@ def test_batch_response_carries_each_entrys_outcome(client: TestClient) -> None:
     assert searchset["type"] == "searchset" and searchset["total"] == 1
 
 
+def test_a_batch_s_writes_are_audited_together_and_only_those_written(
+    client: TestClient,
+) -> None:
+    """A group of batch writes commits with one AuditEvent (subtype batch) naming every
+    resource it wrote, as a transaction's does; an entry that failed is in none."""
+
+    def one(mrn: str) -> dict[str, Any]:
+        return post_entry(
+            patient(identifier=[{"system": "http://hospital.example/mrn", "value": mrn}])
+        )
+
+    invalid = post_entry({"resourceType": "Patient", "birthDate": "yesterday"})
+    entries = [one("B-1"), invalid, one("B-2"), one("B-3")]
+    answers = client.post("/fhir", json=bundle(entries, "batch"), headers=FHIR_JSON).json()
+    locations = [a["response"].get("location") for a in answers["entry"]]
+    written = {location.split("/_history")[0] for location in locations if location}
+    assert len(written) == 3
+    events = client.get("/fhir/AuditEvent", params={"subtype": "batch"}).json()
+    (event,) = [item["resource"] for item in events["entry"]]
+    named = {entity["what"]["reference"] for entity in event["entity"]}
+    assert written <= named and all(name.startswith("Patient/") for name in named)
+    assert event["action"] == "E"
+    for reference in written:
+        found = client.get("/fhir/AuditEvent", params={"entity": reference}).json()
+        assert [item["resource"]["id"] for item in found["entry"]] == [event["id"]]
+
+
 def test_patch_entry_takes_a_binary_json_patch(client: TestClient, created: dict[str, Any]) -> None:
     operations = [{"op": "replace", "path": "/gender", "value": "other"}]
     data = base64.b64encode(json.dumps(operations).encode()).decode()

@@ -25,6 +25,7 @@ from fhir_server.services.bundles import BundleOutcome, BundleService
 from fhir_server.services.resources import ResourceService
 from fhir_server.services.search import SearchService
 from fhir_server.services.search_index import SearchIndex
+from fhir_server.services.staging import StagedWrites
 from fhir_server.storage.base import ResourceStore
 from fhir_server.validation.structure import StructureValidator
 from tests.contract.conftest import StoreFactory
@@ -375,6 +376,60 @@ async def test_a_batch_keeps_good_entries_when_others_fail(stack: Stack) -> None
     assert errors[1] is not None and errors[1].issues[0].rofecare_code == "rofecare-2402"
     assert errors[3] is not None and errors[3].issues[0].rofecare_code == "rofecare-2405"
     assert {p["identifier"][0]["value"] for p in await stack.stored("Patient")} == {"1", "3"}
+
+
+async def test_a_batch_commits_its_writes_in_groups_and_each_entry_stays_on_its_own(
+    stack: Stack,
+) -> None:
+    """Batch writes are staged and committed a group at a time (services/bundles.py,
+    _batch_group). An entry writing what another of its group writes runs after the
+    group; whatever makes a group's commit fail (here a conditional create whose condition
+    matched only in the store) leaves nothing of it, and its entries answer as on their
+    own."""
+    await stack.resources.update("Patient", "known", {**patient("K"), "id": "known"})
+    commits: list[tuple[str, int, bool]] = []  # interaction, records, committed
+    commit_stage = stack.resources.commit_stage
+
+    async def spy(stage: StagedWrites, interaction: str = "transaction") -> None:
+        try:
+            await commit_stage(stage, interaction)
+        except BaseException:
+            commits.append((interaction, len(stage.records), False))
+            raise
+        commits.append((interaction, len(stage.records), True))
+
+    stack.resources.commit_stage = spy  # type: ignore[method-assign]
+    many = [post(patient(f"m{n}")) for n in range(230)]
+    outcome = await stack.run(
+        [
+            put({**patient("K"), "id": "known", "gender": "female"}, "Patient/known"),
+            {  # the same resource, under another key: after its group
+                "resource": {**patient("K"), "gender": "male"},
+                "request": {"method": "PUT", "url": "Patient?_id=known"},
+            },
+            post({"resourceType": "Patient", "birthDate": "yesterday"}),  # invalid
+            *many,
+            post(patient("K2"), ifNoneExist=f"identifier={MRN}|K"),  # matches 'known'
+            post(patient("new")),
+        ],
+        kind="batch",
+    )
+    statuses = [item.status for item in outcome.entries]
+    assert statuses[:3] == [200, 200, 400]
+    assert statuses[3:-2] == [201] * len(many)
+    assert statuses[-2:] == [200, 201]
+    match = outcome.entries[-2].write
+    assert match is not None and match.version.resource_id == "known"
+    stored = await stack.stored("Patient")
+    values = [p["identifier"][0]["value"] for p in stored]
+    assert sorted(values) == sorted(["K", "new", *(f"m{n}" for n in range(230))])
+    known = await stack.resources.read("Patient", "known")
+    assert known.version_id == 3 and orjson.loads(known.body or b"")["gender"] == "male"
+    # Groups of 100 entries (two at a time, so in either order): the first (the PUT, 97
+    # creates; the invalid entry and the second write of 'known' left out) and the second
+    # committed whole; the last (33 creates, the conditional create, one more) failed at
+    # commit and ran entry by entry.
+    assert sorted(commits) == [("batch", 35, False), ("batch", 98, True), ("batch", 100, True)]
 
 
 async def test_transactions_of_two_servers_on_one_store_retry_on_conflict(stack: Stack) -> None:
