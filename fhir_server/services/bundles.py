@@ -56,7 +56,7 @@ METHODS = (*WRITE_METHODS, "GET", "HEAD")
 # http.html#trules: deletes, then creates, then updates, then reads.
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 TRANSACTION_ATTEMPTS = 10
-BATCH_CONCURRENCY = 16  # reads, and writes run one by one
+BATCH_CONCURRENCY = 16  # reads, and writes run one by one, at once (sharing group commits)
 BATCH_GROUP = 100  # batch writes staged and committed together (see _batch_group)
 BATCH_GROUPS_AT_ONCE = 2  # one is staged while the other commits
 JSON_PATCH = "application/json-patch+json"
@@ -455,8 +455,14 @@ class BundleService:
                 outcomes, alone = {}, entries  # nothing was written: each on its own
             finally:
                 end_stage(token)
-        for entry in alone:
-            outcomes[entry.index] = await self._batch_single(entry, base_url)
+        gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def single(entry: ParsedEntry) -> EntryOutcome:
+            async with gate:
+                return await self._batch_single(entry, base_url)
+
+        answers = await asyncio.gather(*(single(entry) for entry in alone))
+        outcomes.update(zip((entry.index for entry in alone), answers, strict=True))
         return outcomes
 
     async def _batch_single(self, entry: ParsedEntry, base_url: str) -> EntryOutcome:
