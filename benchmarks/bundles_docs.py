@@ -187,7 +187,8 @@ def render(run: BundlesRun) -> str:
         f" {smallest:,} to {largest:,}). Resources: {counts}.",
         "- Both ways write to a fresh data directory with the server's defaults: SQLite with"
         " `synchronous=FULL`, every resource validated against the R4 schema and indexed for"
-        " search (`ROFECARE_SEARCH_INDEXING=true`).",
+        " search (`ROFECARE_SEARCH_INDEXING=true`); the Rofecare profiles and hospital rules"
+        " off (`ROFECARE_PROFILE_VALIDATION=off`: Synthea is not the hospital's data).",
         f"- **`rofecare load`**: `rofecare load {data.source} --data-dir DIR --concurrency"
         f" {run.concurrency} --jobs J` as a subprocess, once for each J in"
         f" {', '.join(map(str, run.jobs))} (`--jobs 1` runs the Bundles in the loader's own"
