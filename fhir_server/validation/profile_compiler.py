@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.definitions.registry import load_element_types
-
-FhirPathFunction = Callable[..., list[Any]]
+from fhir_server.validation.fhirpath_shapes import FhirPathFunction, direct
 
 # Element properties that describe rather than constrain (documentation, mappings).
 DESCRIPTIVE = frozenset(
@@ -150,7 +149,10 @@ def compile_profile(
     applies = None
     for extension in definition.get("extension") or []:
         if extension.get("url") == APPLIES_TO_EXTENSION:
-            applies = _compile(fhirpath, extension.get("valueString"), url, "applies-to")
+            expression = extension.get("valueString")
+            applies = _compile(fhirpath, expression, url, "applies-to")
+            # Evaluated on every write of the type: its common shape, without fhirpathpy.
+            applies = direct(str(expression), applies, resource_type) or applies
     return CompiledProfile(
         url=url,
         version=definition.get("version"),

@@ -22,11 +22,11 @@ from typing import Any
 
 from fhir_server.definitions.terminology import Terminology
 from fhir_server.errors import Issue
+from fhir_server.validation.fhirpath_shapes import FhirPathFunction
 from fhir_server.validation.profile_checker import ProfileChecker
 from fhir_server.validation.profile_compiler import (
     BASE_PROFILE,
     CompiledProfile,
-    FhirPathFunction,
     ProfileError,
     compile_profile,
 )
