@@ -402,10 +402,11 @@ class BundleService:
             (reads if entry.method in ("GET", "HEAD") else writes).append(entry)
         groups_gate = asyncio.Semaphore(BATCH_GROUPS_AT_ONCE)
         reads_gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+        failed = asyncio.Event()  # a group's commit failed: the rest run one by one
 
         async def group(entries: list[ParsedEntry]) -> dict[int, EntryOutcome]:
             async with groups_gate:
-                return await self._batch_group(entries, base_url)
+                return await self._batch_group(entries, base_url, failed)
 
         async def read(entry: ParsedEntry) -> EntryOutcome:
             async with reads_gate:
@@ -419,7 +420,7 @@ class BundleService:
         return [outcomes[index] for index in range(len(raw_entries))]
 
     async def _batch_group(
-        self, entries: list[ParsedEntry], base_url: str
+        self, entries: list[ParsedEntry], base_url: str, failed: asyncio.Event
     ) -> dict[int, EntryOutcome]:
         """Batch writes staged one by one and committed at once, with one AuditEvent naming
         them all (as a transaction's): a commit and an AuditEvent each cost an entry ~40 %
@@ -427,12 +428,15 @@ class BundleService:
         and a failing one answers its own error, the others going on. When the commit
         fails (a resource changed since it was staged, a claim or guard of a hospital rule,
         a condition that now matches), nothing of the group was written, and its entries
-        run again one by one (``_batch_single``), as a batch always ran them. Their keys
-        (``_lock_key``) differ (``_groups``) and are held in one order until the commit."""
-        if len(entries) == 1:
-            return {entries[0].index: await self._batch_single(entries[0], base_url)}
+        run again one by one (``_batch_single``), as a batch always ran them; so do the
+        groups after it (``failed``): a batch sent again, its conditional creates matching
+        what it created the first time, would otherwise stage every group in vain. Their
+        keys (``_lock_key``) differ (``_groups``) and are held in one order until the
+        commit."""
         outcomes: dict[int, EntryOutcome] = {}
         alone: list[ParsedEntry] = []
+        if len(entries) == 1 or failed.is_set():
+            return await self._one_by_one(entries, base_url)
         keys = sorted(key for entry in entries if (key := _lock_key(entry)) is not None)
         async with AsyncExitStack() as held:
             for key in keys:
@@ -452,18 +456,26 @@ class BundleService:
                             outcomes[entry.index] = EntryOutcome(error.status, error=error)
                 await self._resources.commit_stage(stage, interaction="batch")
             except (VersionConflict, FhirError):
+                failed.set()
                 outcomes, alone = {}, entries  # nothing was written: each on its own
             finally:
                 end_stage(token)
+        outcomes.update(await self._one_by_one(alone, base_url))
+        return outcomes
+
+    async def _one_by_one(
+        self, entries: list[ParsedEntry], base_url: str
+    ) -> dict[int, EntryOutcome]:
+        """Each entry on its own commit, several at once (their commits are grouped by the
+        store, not their AuditEvents)."""
         gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
         async def single(entry: ParsedEntry) -> EntryOutcome:
             async with gate:
                 return await self._batch_single(entry, base_url)
 
-        answers = await asyncio.gather(*(single(entry) for entry in alone))
-        outcomes.update(zip((entry.index for entry in alone), answers, strict=True))
-        return outcomes
+        answers = await asyncio.gather(*(single(entry) for entry in entries))
+        return dict(zip((entry.index for entry in entries), answers, strict=True))
 
     async def _batch_single(self, entry: ParsedEntry, base_url: str) -> EntryOutcome:
         """One batch entry on its own: its answer, or its error."""

@@ -34,6 +34,7 @@ def applies_to_expressions() -> list[tuple[str, str]]:
 
 
 SNOMED = "http://snomed.info/sct"
+CVX = "http://hl7.org/fhir/sid/cvx"
 EXPRESSIONS = [
     *applies_to_expressions(),
     ("Observation", f"category.coding.where(system = '{LAB}' and code = 'vital-signs').exists()"),
@@ -41,10 +42,7 @@ EXPRESSIONS = [
     ("Encounter", f"type.coding.where(system = '{SNOMED}' and code = '185345009').exists()"),
     ("Encounter", f"reasonCode.coding.where(system = '{SNOMED}' and code = '72892002').exists()"),
     ("Observation", f"component.code.coding.where(system = '{LAB}' and code = 'x').exists()"),
-    (
-        "Immunization",
-        "vaccineCode.coding.where(system = 'http://hl7.org/fhir/sid/cvx' and code = '140').exists()",
-    ),  # noqa: E501
+    ("Immunization", f"vaccineCode.coding.where(system = '{CVX}' and code = '140').exists()"),
 ]
 
 
