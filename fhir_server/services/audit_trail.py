@@ -80,15 +80,18 @@ class AuditTrail:
         self,
         records: Sequence[WriteRecord],
         access: Access | None,
-        several: str = "transaction",
+        several: str | None = None,
     ) -> WriteRecord:
-        """The AuditEvent record to commit with ``records``: of their interaction, or of
-        ``several`` (a transaction, a group of batch entries) when they are more than one."""
+        """The AuditEvent record to commit with ``records``: of ``several`` (a transaction,
+        a group of batch entries) when they are more than one, else of the first record's
+        interaction (the others its companions, such as the Flag of an abnormal result)."""
         first = records[0]
-        interaction = (
-            several if len(records) > 1 else WRITE_INTERACTIONS.get(first.method, "update")
-        )
-        action: Action = "E" if len(records) > 1 else WRITE_ACTIONS.get(first.method, "U")
+        action: Action = "E"
+        if several is not None and len(records) > 1:
+            interaction = several
+        else:
+            interaction = WRITE_INTERACTIONS.get(first.method, "update")
+            action = WRITE_ACTIONS.get(first.method, "U")
         entities: list[Entity] = []
         for record in records:
             entities.append(Entity(f"{record.resource_type}/{record.resource_id}"))

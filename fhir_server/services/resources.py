@@ -765,9 +765,11 @@ class ResourceService:
         return record.as_version()
 
     def _audited(
-        self, records: list[WriteRecord], interaction: str = "transaction"
+        self, records: list[WriteRecord], interaction: str | None = None
     ) -> list[WriteRecord]:
-        """``records`` and their AuditEvent, to commit in one transaction."""
+        """``records`` and their AuditEvent, to commit in one transaction: of the first
+        record's interaction (a create that writes a Flag beside its Observation is still
+        a create), or of ``interaction`` (a transaction, a group of batch writes)."""
         if self._audit is None or not records:
             return records
         return [*records, self._audit.for_writes(records, current_access(), interaction)]

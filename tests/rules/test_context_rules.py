@@ -190,6 +190,20 @@ def test_an_out_of_range_result_is_interpreted_and_flagged(enforced: TestClient)
     assert interpretation(create(enforced, glucose(patient, 9, ranges=aged))) == []
 
 
+def test_a_create_with_its_flag_is_audited_as_a_create(enforced: TestClient) -> None:
+    """The Flag is the server's companion of the client's create: one AuditEvent, of the
+    create, names both (it was audited as a transaction)."""
+    patient, _ = setting(enforced)
+    high = create(enforced, glucose(patient, 8.1))
+    [flag] = flags_of(enforced, patient)
+    found = enforced.get("/fhir/AuditEvent", params={"entity": f"Observation/{high['id']}"}).json()
+    [event] = [entry["resource"] for entry in found["entry"]]
+    assert [coding["code"] for coding in event["subtype"]] == ["create"]
+    assert event["action"] == "C"
+    named = {entity["what"]["reference"] for entity in event["entity"]}
+    assert {f"Observation/{high['id']}", f"Flag/{flag['id']}"} <= named
+
+
 def test_the_flag_is_written_in_the_result_s_transaction(enforced: TestClient) -> None:
     patient, _ = setting(enforced)
     bundle = transaction(("urn:uuid:g", glucose(patient, 9.9)))
