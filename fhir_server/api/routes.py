@@ -37,7 +37,7 @@ from fhir_server.errors import BadRequest, MethodNotAllowed
 from fhir_server.model.ids import parse_etag
 from fhir_server.model.instant import parse_date_range
 from fhir_server.model.outcome import information
-from fhir_server.services.resources import ResourceService
+from fhir_server.services.resources import ResourceService, WriteResult
 from fhir_server.services.validate_operation import run_validate
 from fhir_server.storage.base import HistoryQuery, StoredVersion
 
@@ -222,6 +222,11 @@ async def create(request: Request) -> Response:
     body = await read_json(request, _settings(request).max_body_bytes)
     result = await service.create(resource_type, body, if_none_exist=_create_condition(request))
     status = 201 if result.created else 200
+    return _answer(request, result, media, status)
+
+
+def _answer(request: Request, result: WriteResult, media: str, status: int) -> Response:
+    """The answer to a create, update or patch, with the warnings of what it wrote."""
     return write_response(
         request,
         result.version,
@@ -258,14 +263,7 @@ async def update(request: Request) -> Response:
         resource_type, request.path_params["resource_id"], body, if_match=if_match
     )
     status = 201 if result.created else 200
-    return write_response(
-        request,
-        result.version,
-        media,
-        status=status,
-        pretty=is_pretty(request),
-        warnings=result.warnings,
-    )
+    return _answer(request, result, media, status)
 
 
 async def conditional_update(request: Request) -> Response:
@@ -279,14 +277,7 @@ async def conditional_update(request: Request) -> Response:
     body = await read_json(request, _settings(request).max_body_bytes)
     result = await service.conditional_update(resource_type, criteria, body, if_match=if_match)
     status = 201 if result.created else 200
-    return write_response(
-        request,
-        result.version,
-        media,
-        status=status,
-        pretty=is_pretty(request),
-        warnings=result.warnings,
-    )
+    return _answer(request, result, media, status)
 
 
 async def patch(request: Request) -> Response:
@@ -300,14 +291,7 @@ async def patch(request: Request) -> Response:
     result = await service.patch(
         resource_type, request.path_params["resource_id"], body, if_match=if_match
     )
-    return write_response(
-        request,
-        result.version,
-        media,
-        status=200,
-        pretty=is_pretty(request),
-        warnings=result.warnings,
-    )
+    return _answer(request, result, media, 200)
 
 
 async def delete(request: Request) -> Response:
