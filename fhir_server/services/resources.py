@@ -751,10 +751,7 @@ class ResourceService:
         transaction Bundle)."""
         stage = active_stage()
         if stage is not None:
-            version = stage.add(record)
-            for companion in companions:
-                stage.add(companion)
-            return version
+            return stage.add(record, *companions)
         records = [record, *companions]
         try:
             await self._store.write(self._audited(records))

@@ -30,21 +30,25 @@ class StagedWrites:
     versions: dict[tuple[str, str], StoredVersion] = field(default_factory=dict)
     search_parameters_changed: bool = False
 
-    def add(self, record: WriteRecord) -> StoredVersion:
-        """Hold ``record``; a second write of one resource in one transaction is refused
-        (http.html#trules: a resource may be the target of only one entry)."""
-        key = (record.resource_type, record.resource_id)
-        if key in self.versions:
-            raise BadRequest(
-                f"{key[0]}/{key[1]} is written by more than one entry of the transaction",
-                rofecare_code=ONE_WRITE_PER_RESOURCE,
-            )
-        version = record.as_version()
-        self.records.append(record)
-        self.versions[key] = version
-        if record.resource_type == "SearchParameter":
-            self.search_parameters_changed = True
-        return version
+    def add(self, record: WriteRecord, *companions: WriteRecord) -> StoredVersion:
+        """Hold ``record`` and what a rule writes with it, all or none; a second write of one
+        resource in one transaction is refused (http.html#trules: a resource may be the
+        target of only one entry). All or none: a batch entry refused so runs after its
+        group (services/bundles.py), and must not have left its record in the group."""
+        held = (record, *companions)
+        keys = [(each.resource_type, each.resource_id) for each in held]
+        for key in keys:
+            if key in self.versions or keys.count(key) > 1:
+                raise BadRequest(
+                    f"{key[0]}/{key[1]} is written by more than one entry of the transaction",
+                    rofecare_code=ONE_WRITE_PER_RESOURCE,
+                )
+        for key, each in zip(keys, held, strict=True):
+            self.records.append(each)
+            self.versions[key] = each.as_version()
+            if each.resource_type == "SearchParameter":
+                self.search_parameters_changed = True
+        return self.versions[keys[0]]
 
     def version(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         return self.versions.get((resource_type, resource_id))
