@@ -10,10 +10,11 @@ microsecond or two.
 
 The same answer: FHIRPath's ``where`` keeps a coding only when both comparisons are true (a
 coding without a system gives an empty comparison, and is dropped), and ``exists`` is true
-when one is kept. Only a path of plain elements of the profile's type is walked so (checked
-against the R4 model at compile time): through a choice-type element (``value`` for
-``valueCodeableConcept``) fhirpathpy answers. ``tests/unit/validation/test_fhirpath_shapes.py``
-compares both on Synthea resources and on variants made to differ.
+when one is kept. Only a path of plain elements of the profile's type is walked so
+(checked against the R4 element types when the profile is compiled): through a choice-type
+element (``value`` for ``valueCodeableConcept``) fhirpathpy answers.
+``tests/unit/validation/test_fhirpath_shapes.py`` compares both on Synthea resources and on
+variants made to differ.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+
+from fhir_server.definitions.registry import load_element_types
 
 FhirPathFunction = Callable[..., list[Any]]
 
@@ -35,7 +38,7 @@ def direct(
 ) -> FhirPathFunction | None:
     """A direct evaluator of ``expression``, evaluated on ``resource_type`` resources, when
     it has the shape above and its path names plain elements of that type, ending at a
-    CodeableConcept (the R4 model fhirpathpy uses tells); None otherwise, for ``general``,
+    CodeableConcept; None otherwise, for ``general``,
     the fhirpathpy function, to answer."""
     found = _HAS_CODING.fullmatch(expression)
     if found is None:
@@ -47,26 +50,21 @@ def direct(
 
 
 def _element_type(resource_type: str, steps: tuple[str, ...]) -> str | None:
-    """The type ``steps`` lead to from ``resource_type``; None through a choice-type element
-    (``value`` for ``valueCodeableConcept``: the walk would have to know the suffixes) or
-    one R4 does not define (it would find what fhirpathpy ignores)."""
-    from fhirpathpy.models import models
-
-    model = models["r4"]
-    types: dict[str, str] = model["path2Type"]
-    owner = resource_type
+    """The type ``steps`` lead to from ``resource_type`` (element-types.json, as the
+    profile compiler reads it); None through a choice-type element (``value[x]``: the walk
+    would have to know the suffixes), an element R4 does not define (the walk would find
+    what fhirpathpy ignores) or one typed elsewhere (``@Observation.referenceRange``)."""
+    types = load_element_types()
+    owner, prefix = resource_type, ""
     for step in steps:
-        path = f"{owner}.{step}"
-        if path in model["choiceTypePaths"]:
+        kinds = types.get(owner, {}).get(prefix + step)
+        if kinds is None or len(kinds) != 1 or kinds[0].startswith("@"):
             return None
-        kind = types.get(path)
-        if kind is not None:
-            owner = kind
-        elif any(key.startswith(path + ".") for key in types):
-            owner = path  # a backbone element: its children are named under its path
+        if kinds[0] in ("BackboneElement", "Element"):
+            prefix += step + "."  # its children are named under its path
         else:
-            return None
-    return owner
+            owner, prefix = kinds[0], ""
+    return owner if not prefix else None
 
 
 def _has_coding(steps: tuple[str, ...], system: str, code: str) -> FhirPathFunction:
