@@ -19,7 +19,7 @@ from fhir_server.definitions import Definitions
 from fhir_server.errors import BadRequest
 from fhir_server.model.ids import weak_etag
 from fhir_server.model.instant import http_date, to_instant
-from fhir_server.model.outcome import Issue, operation_outcome
+from fhir_server.model.outcome import Issue, informational, operation_outcome
 from fhir_server.model.subset import SUMMARY_MODES, select_elements, summarize
 from fhir_server.storage.base import StoredVersion
 
@@ -159,10 +159,8 @@ def write_response(
 
 def written(version: StoredVersion) -> Issue:
     """The information issue of a successful write."""
-    return Issue(
-        "information",
-        "informational",
-        f"{version.resource_type}/{version.resource_id} is now at version {version.version_id}",
+    return informational(
+        f"{version.resource_type}/{version.resource_id} is now at version {version.version_id}"
     )
 
 

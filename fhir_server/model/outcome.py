@@ -57,8 +57,10 @@ def operation_outcome(issues: list[Issue], *, request_id: str | None = None) -> 
     return outcome
 
 
+def informational(diagnostics: str, rofecare_code: str | None = None) -> Issue:
+    return Issue("information", "informational", diagnostics, rofecare_code=rofecare_code)
+
+
 def information(diagnostics: str, rofecare_code: str | None = None) -> dict[str, Any]:
     """An all-is-well OperationOutcome, e.g. for ``Prefer: return=OperationOutcome``."""
-    return operation_outcome(
-        [Issue("information", "informational", diagnostics, rofecare_code=rofecare_code)]
-    )
+    return operation_outcome([informational(diagnostics, rofecare_code)])
