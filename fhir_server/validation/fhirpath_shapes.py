@@ -33,13 +33,10 @@ _HAS_CODING = re.compile(
 )
 
 
-def direct(
-    expression: str, general: FhirPathFunction, resource_type: str
-) -> FhirPathFunction | None:
+def direct(expression: str, resource_type: str) -> FhirPathFunction | None:
     """A direct evaluator of ``expression``, evaluated on ``resource_type`` resources, when
     it has the shape above and its path names plain elements of that type, ending at a
-    CodeableConcept; None otherwise, for ``general``,
-    the fhirpathpy function, to answer."""
+    CodeableConcept; None otherwise (fhirpathpy answers)."""
     found = _HAS_CODING.fullmatch(expression)
     if found is None:
         return None

@@ -152,7 +152,7 @@ def compile_profile(
             expression = extension.get("valueString")
             applies = _compile(fhirpath, expression, url, "applies-to")
             # Evaluated on every write of the type: its common shape, without fhirpathpy.
-            applies = direct(str(expression), applies, resource_type) or applies
+            applies = direct(str(expression), resource_type) or applies
     return CompiledProfile(
         url=url,
         version=definition.get("version"),
