@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -33,7 +34,7 @@ from fhir_server.events.audit import Action, Entity, rest_event
 from fhir_server.model.ids import new_id
 from fhir_server.model.instant import now_utc, to_instant
 from fhir_server.model.resource import with_meta
-from fhir_server.search.values import ReferenceEntry
+from fhir_server.search.values import FullText, IndexEntry, ReferenceEntry
 from fhir_server.services.audit_index import AuditEventIndexer
 from fhir_server.services.search_index import SearchIndex
 from fhir_server.storage.base import ResourceStore, StoredVersion, WriteRecord
@@ -68,11 +69,24 @@ class AuditTrail:
         self._store = store
         self._index = index
         self._indexer = AuditEventIndexer(index)
+        self._indexer_lock = threading.Lock()  # its caches, from the store's threads
         self._pending: list[ReadAudit | dict[str, Any]] = []
         self._wake = asyncio.Event()  # something is pending
         self._room = asyncio.Event()  # fewer than MAX_QUEUED are pending
         self._idle = asyncio.Event()  # nothing pending and nothing being written
         self._task: asyncio.Task[None] | None = None
+        store.index_with(self.index_entries)
+
+    def index_entries(
+        self, resource: dict[str, Any]
+    ) -> tuple[Sequence[IndexEntry], FullText | None]:
+        """The index entries of ``resource``, an AuditEvent's composed (audit_index.py):
+        what the store indexes this trail's events with, when it indexes them (they are
+        written ``index_later``). Called from the store's threads."""
+        if resource.get("resourceType") != "AuditEvent":
+            return self._index.entries(resource)
+        with self._indexer_lock:
+            return self._indexer.entries(resource)
 
     # -- writes: in the same transaction --------------------------------------------------
 
@@ -110,9 +124,10 @@ class AuditTrail:
         return self._record(event, first.last_updated)
 
     def _record(self, event: dict[str, Any], moment: Any) -> WriteRecord:
+        """The event's record, its index entries left to the store (``index_later``): a
+        write waited for them, and nothing in it reads them."""
         event["id"] = new_id()
         body = with_meta(event, 1, to_instant(moment))
-        entries, text = self._indexer.entries(body)
         return WriteRecord(
             resource_type="AuditEvent",
             resource_id=body["id"],
@@ -121,8 +136,7 @@ class AuditTrail:
             last_updated=moment,
             method="POST",
             body=orjson.dumps(body),
-            entries=entries,
-            full_text=text,
+            index_later=self._index.enabled,  # without search indexing, nothing to index
         )
 
     # -- reads, logins, denials: queued ----------------------------------------------------

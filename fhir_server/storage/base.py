@@ -9,15 +9,19 @@ another writer got there first, so no update is ever lost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from fhir_server.search.plan import SearchPlan
 from fhir_server.search.values import FullText, IndexEntry
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+IndexOf = Callable[[dict[str, Any]], tuple[Sequence[IndexEntry], FullText | None]]
+"""A resource -> its index entries and full text: what a store indexes a record marked
+``index_later`` with (``ResourceStore.index_with``)."""
 
 
 class VersionConflict(Exception):
@@ -110,6 +114,13 @@ class WriteRecord:
     ``claims``: the keys this version holds (``Claim``), replacing the resource's earlier
     ones; None when its type claims nothing, and the store leaves them alone. ``enforced``:
     the claims the store checks no other current resource holds (GuardViolated).
+
+    ``index_later``: the store computes the version's index entries and full text from its
+    body, with the function given to ``index_with``, when it indexes it, and ``entries`` is
+    empty. For the server's own AuditEvents: nothing in their write reads their entries
+    (no claims, conditions or compartment), so computing them on the event loop of every
+    write only delayed the write; the SQLite store computes them in its indexer thread,
+    with the other pending rows (index_log.py).
     """
 
     resource_type: str
@@ -125,6 +136,7 @@ class WriteRecord:
     guards: tuple[WriteGuard, ...] = ()
     claims: tuple[str, ...] | None = None
     enforced: tuple[Claim, ...] = ()
+    index_later: bool = False
 
     @property
     def deleted(self) -> bool:
@@ -216,6 +228,11 @@ class ResourceStore(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def index_with(self, index_of: IndexOf) -> None:
+        """The function the store indexes records marked ``index_later`` with; such a
+        record written before it was given is refused (RuntimeError)."""
+        ...
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The current version (possibly a deletion), or None if the id never existed."""

@@ -318,7 +318,8 @@ def as_older_schema(path: Path, version: int) -> None:
         connection.execute(
             "UPDATE search_param SET multiple = 1 WHERE pid IN (SELECT pid FROM ix.param_multiple)"
         )
-        connection.execute("DROP INDEX index_pending_state")
+        connection.execute("DROP INDEX index_pending_work")
+        connection.execute("ALTER TABLE index_pending DROP COLUMN deferred")
         connection.execute("ALTER TABLE index_pending DROP COLUMN seq")
         connection.execute("CREATE INDEX index_pending_type ON index_pending (resource_type, rkey)")
         connection.execute(

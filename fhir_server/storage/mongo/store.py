@@ -45,6 +45,7 @@ from fhir_server.storage.base import (
     GuardViolated,
     HistoryPage,
     HistoryQuery,
+    IndexOf,
     IndexRecord,
     SearchPage,
     StoredVersion,
@@ -97,6 +98,7 @@ class MongoStore:
         self._search_timeout_ms = max(1, int(search_timeout * 1000))
         self._errors = errors or pymongo_errors()
         self._owns_client = owns_client
+        self._index_of: IndexOf | None = None
 
     @classmethod
     def connect(
@@ -118,6 +120,9 @@ class MongoStore:
         return cls(client, database, search_timeout=search_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def index_with(self, index_of: IndexOf) -> None:
+        self._index_of = index_of
 
     async def open(self) -> None:
         """Check that the server can run transactions, then create the indexes (idempotent:
@@ -216,7 +221,18 @@ class MongoStore:
 
     async def write(self, records: Sequence[WriteRecord]) -> None:
         if records:
-            await self._transaction(lambda session: self._write(session, records))
+            indexed = [self._indexed(record) for record in records]
+            await self._transaction(lambda session: self._write(session, indexed))
+
+    def _indexed(self, record: WriteRecord) -> WriteRecord:
+        """``record`` with its entries, computed now when it is to be indexed later: a
+        document carries its search fields from its first write (no log to apply)."""
+        if not record.index_later or record.body is None:
+            return record
+        if self._index_of is None:
+            raise RuntimeError("a record to index later, and no index_with function given")
+        entries, text = self._index_of(orjson.loads(record.body))
+        return replace(record, entries=tuple(entries), full_text=text, index_later=False)
 
     async def _write(self, session: Any, records: Sequence[WriteRecord]) -> None:
         keys = [current_id(record.resource_type, record.resource_id) for record in records]

@@ -104,6 +104,7 @@ def write_batch(
                 owner.existed,
                 seq,
                 log_rows.get(id(record)) if log_rows else None,
+                record.index_later,
             )
     if not versions:
         return outcomes

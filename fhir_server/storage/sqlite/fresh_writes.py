@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+import orjson
+
 from fhir_server.search import entry_match
 from fhir_server.search.plan import SearchPlan
-from fhir_server.storage.base import WriteRecord
+from fhir_server.search.values import IndexEntry
+from fhir_server.storage.base import IndexOf, WriteRecord
 
 Match = tuple[str, str, int]  # (resource type, id, version)
 
 
 class FreshWrites:
-    def __init__(self) -> None:
+    def __init__(self, index_of: IndexOf | None = None) -> None:
         self._newest: dict[tuple[str, str], WriteRecord] = {}
+        self._index_of = index_of  # the entries of a record indexed later
 
     def add(
         self, jobs: Sequence[Sequence[WriteRecord]], outcomes: Sequence[BaseException | None]
@@ -60,8 +64,15 @@ class FreshWrites:
             for key, record in self._newest.items()
             if key[0] in plan.resource_types
             and not record.deleted
-            and entry_match.matches(plan, record.resource_type, record.resource_id, record.entries)
+            and entry_match.matches(
+                plan, record.resource_type, record.resource_id, self._entries(record)
+            )
         ]
+
+    def _entries(self, record: WriteRecord) -> Sequence[IndexEntry]:
+        if not record.index_later or record.body is None or self._index_of is None:
+            return record.entries
+        return self._index_of(orjson.loads(record.body))[0]
 
 
 def judged(records: Sequence[WriteRecord]) -> bool:

@@ -28,6 +28,15 @@ Conditional writes and guards apply pending rows inside their write transaction.
 row always describes the newest version of its resource (a later write replaces it), and
 applying one replaces every index row of its resource, so applying is idempotent and
 order-free.
+
+A deferred row (``deferred = 1``, storage/base.py ``WriteRecord.index_later``) holds no
+rows: whoever applies it computes them from the version it names (``Computing``), into a
+temporary table the same statements read. Why: the server's own AuditEvents, one per write,
+had their entries computed on the event loop and carried as JSON through the writer, both
+while the write waited; deferred, a REST create logs a few bytes for its AuditEvent, and
+the indexer thread indexes the events in bulk (docs/benchmarks.md, "Search"). A parameter
+never interned before has no pid yet, and only the writer interns: the applier then stops
+(``MissingParameters``), the store has the writer intern them, and applies again.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from typing import Any
 import orjson
 
 from fhir_server.search.values import FullText, IndexEntry
+from fhir_server.storage.base import IndexOf
 from fhir_server.storage.sqlite.index_rows import (
     INDEX_TABLE_NAMES,
     ROW_VALUES,
@@ -76,6 +86,24 @@ class LoggedIndex:
     existed: bool  # its resource may have rows in the index tables already
     seq: int  # the version's sequence number
     prepared: LogRow | None = None
+    deferred: bool = False  # its rows are computed from the version when applied
+
+
+@dataclass(frozen=True)
+class Computing:
+    """How an applier computes deferred rows: the entries of a resource, and the pid of a
+    parameter (None when it has none yet; see ``MissingParameters``)."""
+
+    index_of: IndexOf
+    pid: Callable[[str, str, str], int | None]
+
+
+class MissingParameters(Exception):
+    """Deferred rows name parameters that have no pid yet: (resource type, code, kind)."""
+
+    def __init__(self, missing: set[tuple[str, str, str]]) -> None:
+        super().__init__(f"search parameters without an id yet: {sorted(missing)}")
+        self.missing = missing
 
 
 _LOG_COLUMNS = (
@@ -87,6 +115,7 @@ _LOG_COLUMNS = (
     "narrative",
     "content",
     "repeated",
+    "deferred",
 )
 _LOG_INSERT = f"INSERT INTO index_pending ({', '.join(_LOG_COLUMNS)})"
 _LOG_REPLACE = " ON CONFLICT (rkey) DO UPDATE SET " + ", ".join(
@@ -95,7 +124,7 @@ _LOG_REPLACE = " ON CONFLICT (rkey) DO UPDATE SET " + ", ".join(
 )
 
 
-def _apply_statement(table: str, columns: tuple[str, ...]) -> str:
+def _apply_statement(table: str, columns: tuple[str, ...], log: str = "index_pending") -> str:
     """Rows of the log's JSON column ``table`` into the table itself, without Python: each
     logged row is ``[n, pid, grp, *values]``. ``->>`` rather than ``json_extract``: the
     same SQL values, and the token and string rows, most of the log, applied 9 and 23 %
@@ -104,11 +133,17 @@ def _apply_statement(table: str, columns: tuple[str, ...]) -> str:
     values = ", ".join(f"r.value ->> {index}" for index in range(len(names)))
     return (
         f"INSERT INTO {table} (rkey, {', '.join(names)}) SELECT p.rkey, {values} "
-        f"FROM index_pending p, json_each(p.{table}) r WHERE p.rkey IN "
+        f"FROM {log} p, json_each(p.{table}) r WHERE p.rkey IN "
     )
 
 
 _APPLY = tuple(_apply_statement(table, columns) for table, columns in INDEX_TABLES.values())
+_COMPUTED = "temp.index_computed"
+"""Deferred rows as computed, with the log's columns, for the statements of ``_APPLY``."""
+_APPLY_COMPUTED = tuple(
+    _apply_statement(table, columns, _COMPUTED) for table, columns in INDEX_TABLES.values()
+)
+_COMPUTED_COLUMNS = ("rkey", *INDEX_TABLE_NAMES, "narrative", "content", "repeated")
 _ROW_OF = {
     entry_class: (kind, INDEX_TABLES[kind][0], values)
     for entry_class, (kind, values) in ROW_VALUES.items()
@@ -166,16 +201,17 @@ def log_index(
     """Log the rows of ``items``; a resource logged already keeps only the newest."""
     logged = []
     for item in items:
-        if not item.existed and not item.entries and not _has_text(item.full_text):
+        deferred = item.deferred and item.entries is not None
+        if not (deferred or item.existed or item.entries or _has_text(item.full_text)):
             continue  # nothing to add and nothing to replace (search indexing is off)
-        row = _NOTHING  # a deletion: applying it clears the resource's rows
-        if item.entries is not None:
+        row = _NOTHING  # a deletion (applying it clears the resource's rows), or deferred
+        if item.entries is not None and not deferred:
             built = item.prepared or log_row(item.resource_type, item.entries, item.full_text, pid)
             if built is None:  # cannot happen: the writer's pid function interns them all
                 raise RuntimeError(f"a search parameter of {item.resource_type} has no id")
             row = built
         head = (item.rkey, item.resource_type, int(item.existed), item.seq, *row.tables)
-        logged.append((*head, row.narrative, row.content, row.repeated))
+        logged.append((*head, row.narrative, row.content, row.repeated, int(deferred)))
     insert_rows(connection, _LOG_INSERT, logged, _LOG_REPLACE)
 
 
@@ -205,15 +241,17 @@ def apply_logged(
     limit: int | None = None,
     excluding: Collection[str] = (),
     through_seq: int | None = None,
+    computing: Computing | None = None,
 ) -> list[tuple[int, int]]:
     """Move pending rows (of ``types``; None: all but ``excluding``, at most ``limit``
     resources, of versions up to ``through_seq``) into the index tables, within the
     caller's transaction, which writes the index file (the caller holds its lock); the
-    (rkey, seq) of each row moved, for ``forget_applied``.
+    (rkey, seq) of each row moved, for ``forget_applied``. Deferred rows are computed with
+    ``computing`` (RuntimeError without it; ``MissingParameters``: nothing was applied).
 
     The rows go from the log's JSON to the tables in SQL (``json_each``), so the applying
     thread spends no Python per row and holds no GIL while it works."""
-    sql = f"SELECT p.rkey, p.existed, p.seq FROM index_pending p WHERE {PENDING}"
+    sql = f"SELECT p.rkey, p.existed, p.seq, p.deferred FROM index_pending p WHERE {PENDING}"
     args: list[Any] = []
     if types is not None:
         if not types:
@@ -235,31 +273,90 @@ def apply_logged(
     logged = connection.execute(sql, args).fetchall()
     for start in range(0, len(logged), MAX_ROWS_PER_STATEMENT):
         chunk = logged[start : start + MAX_ROWS_PER_STATEMENT]
-        clear_index(connection, [rkey for rkey, existed, _ in chunk if existed])
-        rkeys = [rkey for rkey, _, _ in chunk]
+        deferred = [rkey for rkey, _, _, later in chunk if later]
+        if deferred:
+            _compute_deferred(connection, deferred, computing)
+        clear_index(connection, [rkey for rkey, existed, _, _ in chunk if existed])
+        rkeys = [rkey for rkey, _, _, _ in chunk]
+        _move_rows(connection, "index_pending", _APPLY, rkeys)
+        if deferred:
+            _move_rows(connection, _COMPUTED, _APPLY_COMPUTED, deferred)
+            connection.execute(f"DELETE FROM {_COMPUTED}")
         marks = f"({', '.join('?' * len(rkeys))})"
-        for statement in _APPLY:
-            connection.execute(statement + marks, rkeys)
-        connection.execute(
-            "INSERT INTO idx_text (rowid, narrative, content) "
-            f"SELECT rkey, narrative, content FROM index_pending WHERE rkey IN {marks} "
-            "AND narrative IS NOT NULL",
-            rkeys,
-        )
-        connection.execute(
-            "INSERT OR IGNORE INTO param_multiple (pid) "
-            "SELECT r.value FROM index_pending p, json_each(p.repeated) r "
-            f"WHERE p.rkey IN {marks}",
-            rkeys,
-        )
         connection.execute(
             "INSERT INTO index_state (rkey, seq) "
             f"SELECT rkey, seq FROM index_pending WHERE rkey IN {marks} "
             "ON CONFLICT (rkey) DO UPDATE SET seq = excluded.seq",
             rkeys,
         )
-        note_applied_seq(connection, max(seq for _, _, seq in chunk))
-    return [(rkey, seq) for rkey, _, seq in logged]
+        note_applied_seq(connection, max(seq for _, _, seq, _ in chunk))
+    return [(rkey, seq) for rkey, _, seq, _ in logged]
+
+
+def _move_rows(
+    connection: sqlite3.Connection, log: str, statements: Sequence[str], rkeys: Sequence[int]
+) -> None:
+    """The rows, full text and repeated parameters of ``rkeys`` from ``log`` (the index
+    log, or the deferred rows computed) into the index file's tables."""
+    marks = f"({', '.join('?' * len(rkeys))})"
+    for statement in statements:
+        connection.execute(statement + marks, rkeys)
+    connection.execute(
+        "INSERT INTO idx_text (rowid, narrative, content) "
+        f"SELECT rkey, narrative, content FROM {log} WHERE rkey IN {marks} "
+        "AND narrative IS NOT NULL",
+        rkeys,
+    )
+    connection.execute(
+        "INSERT OR IGNORE INTO param_multiple (pid) "
+        f"SELECT r.value FROM {log} p, json_each(p.repeated) r WHERE p.rkey IN {marks}",
+        rkeys,
+    )
+
+
+def _compute_deferred(
+    connection: sqlite3.Connection, rkeys: Sequence[int], computing: Computing | None
+) -> None:
+    """The rows of the deferred log rows ``rkeys``, computed from the versions they name,
+    into ``_COMPUTED`` (emptied by the caller once moved)."""
+    if computing is None:
+        raise RuntimeError("deferred index log rows, and no way to compute them was given")
+    marks = f"({', '.join('?' * len(rkeys))})"
+    versions = connection.execute(
+        "SELECT p.rkey, v.resource_type, v.body FROM index_pending p "
+        f"JOIN resource_version v ON v.seq = p.seq WHERE p.rkey IN {marks}",
+        rkeys,
+    ).fetchall()
+    computed = []
+    missing: set[tuple[str, str, str]] = set()
+    for rkey, resource_type, body in versions:
+        if body is None:  # a deletion is never deferred; nothing to index, should one be
+            continue
+        entries, text = computing.index_of(orjson.loads(body))
+        row = log_row(resource_type, entries, text, computing.pid)
+        if row is None:
+            missing |= _without_pid(resource_type, entries, computing.pid)
+            continue
+        computed.append((rkey, *row.tables, row.narrative, row.content, row.repeated))
+    if missing:
+        raise MissingParameters(missing)
+    connection.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS index_computed ({', '.join(_COMPUTED_COLUMNS)}, "
+        "PRIMARY KEY (rkey))"
+    )
+    insert_rows(connection, f"INSERT INTO {_COMPUTED} ({', '.join(_COMPUTED_COLUMNS)})", computed)
+
+
+def _without_pid(
+    resource_type: str,
+    entries: Iterable[IndexEntry],
+    pid: Callable[[str, str, str], int | None],
+) -> set[tuple[str, str, str]]:
+    return {
+        (resource_type, entry.param, _ROW_OF[type(entry)][0])
+        for entry in entries
+        if pid(resource_type, entry.param, _ROW_OF[type(entry)][0]) is None
+    }
 
 
 def note_applied_seq(connection: sqlite3.Connection, seq: int) -> None:

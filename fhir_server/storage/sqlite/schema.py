@@ -31,12 +31,13 @@ cost more per write). Each table is indexed for the lookups its parameter type n
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 UPGRADABLE_FROM = {
     "5": "the index log (index_pending, index_eager) and resource claims were added",
     "6": "resource claims (resource_claim) were added",
     "7": "the search index moved to a file of its own",
     "8": "every resource claims its identifiers (claims.py)",
+    "9": "a logged row may leave its entries to be computed when applied (index_log.py)",
 }
 """Older schema versions this one opens as they are: the statements below add what they
 lack. Claims are derived data, like index rows: ``rofecare reindex`` fills them for the
@@ -141,15 +142,17 @@ STATEMENTS = (
         idx_token TEXT, idx_string TEXT, idx_date TEXT, idx_number TEXT, idx_quantity TEXT,
         idx_reference TEXT, idx_uri TEXT,
         narrative TEXT, content TEXT,
-        repeated TEXT
+        repeated TEXT,
+        deferred INTEGER NOT NULL DEFAULT 0
     )
     """,
     # A search asks whether rows of its types wait (index_log.logged_among): without this
     # index each ask read the whole log, 4.6 % of the CPU of loading Synthea. It covers what
     # the ask and the apply read, so neither walks a logged row's JSON.
     "DROP INDEX IF EXISTS index_pending_type",
-    "CREATE INDEX IF NOT EXISTS index_pending_state "
-    "ON index_pending (resource_type, rkey, seq, existed)",
+    "DROP INDEX IF EXISTS index_pending_state",
+    "CREATE INDEX IF NOT EXISTS index_pending_work "
+    "ON index_pending (resource_type, rkey, seq, existed, deferred)",
     """
     CREATE TABLE IF NOT EXISTS store_meta (
         key TEXT PRIMARY KEY,

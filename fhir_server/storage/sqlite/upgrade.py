@@ -4,8 +4,9 @@ Schemas 5 to 7 kept the search index in the main file. Schema 8 keeps it in the 
 (schema.py says why); opening an older database moves the rows there, inside the opening
 transaction, so the upgrade is all or nothing and needs no reindex. Schema 9 has every
 resource claim its identifiers (claims.py); they are taken from the index, in the same
-transaction. Each step is written to run again harmlessly on a database that has it
-already.
+transaction. Schema 10 lets a logged row leave its entries to be computed when it is
+applied (``index_pending.deferred``). Each step is written to run again harmlessly on a
+database that has it already.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ def number_logged_versions(connection: sqlite3.Connection) -> None:
         "UPDATE index_pending SET seq = coalesce("
         "(SELECT c.seq FROM resource_current c WHERE c.rkey = index_pending.rkey), 0)"
     )
+
+
+def add_deferred_column(connection: sqlite3.Connection) -> None:
+    """Give a schema 5-9 index log its ``deferred`` column, before the statements index it:
+    none of its rows is deferred."""
+    columns = {row[1] for row in connection.execute("PRAGMA main.table_info(index_pending)")}
+    if columns and "deferred" not in columns:
+        connection.execute(
+            "ALTER TABLE index_pending ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0"
+        )
 
 
 def move_index_tables(connection: sqlite3.Connection) -> None:

@@ -1,0 +1,256 @@
+"""Records indexed later (storage/base.py, ``WriteRecord.index_later``): the store computes
+their entries from their bodies when it indexes them, and they are found as if the writer
+had computed them (the server's own AuditEvents are written so, audit_trail.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
+
+import orjson
+import pytest
+
+from fhir_server.definitions import load_definitions
+from fhir_server.events.audit import Action, Entity, rest_event
+from fhir_server.model.instant import now_utc
+from fhir_server.model.resource import with_meta
+from fhir_server.search.registry import load_search_parameters
+from fhir_server.services.audit_trail import AuditTrail
+from fhir_server.services.search_index import SearchIndex
+from fhir_server.storage.base import WriteRecord
+from fhir_server.storage.mongo.store import MongoStore
+from fhir_server.storage.sqlite import SqliteStore
+from fhir_server.storage.sqlite import store as store_module
+from fhir_server.storage.sqlite.fresh_writes import FreshWrites
+from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
+from fhir_server.storage.sqlite.schema import connect
+from tests.unit.test_sqlite_index_log import Stack
+
+
+def search_index() -> SearchIndex:
+    definitions = load_definitions()
+    return SearchIndex(
+        load_search_parameters(), definitions.is_resource_type, default_count=50, max_count=1000
+    )
+
+
+RECORDED = "2026-12-04T10:00:00.000Z"
+
+
+def audit_event(patient_id: str, action: Action = "C") -> dict[str, Any]:
+    event = rest_event(
+        access=None,
+        interaction="create",
+        action=action,
+        recorded=RECORDED,
+        entities=[Entity(f"Patient/{patient_id}", is_patient=True)],
+        source_ip="10.0.0.7",
+    )
+    event["id"] = f"ae-{patient_id}-{action}"
+    return with_meta(event, 1, event["recorded"])
+
+
+def record(event: dict[str, Any], *, later: bool, index: SearchIndex) -> WriteRecord:
+    entries, text = ((), None) if later else index.entries(event)
+    return WriteRecord(
+        resource_type="AuditEvent",
+        resource_id=event["id"],
+        version_id=1,
+        previous_version=0,
+        last_updated=now_utc(),
+        method="POST",
+        body=orjson.dumps(event),
+        entries=tuple(entries),
+        full_text=text,
+        index_later=later,
+    )
+
+
+@pytest.fixture
+def slow_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows stay in the log until a search applies them."""
+    monkeypatch.setattr(store_module, "APPLY_DELAY_SECONDS", 3600.0)
+    monkeypatch.setattr(store_module, "APPLY_AT", 10**9)
+    monkeypatch.setattr(store_module, "BULK_APPLY_ROWS", 10**9)
+    monkeypatch.setattr(store_module, "EAGER_SECONDS", 0.0)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, slow_apply: None) -> AsyncIterator[Stack]:
+    path = tmp_path / "deferred.sqlite3"
+    store = SqliteStore(path)
+    AuditTrail(store, search_index())  # gives the store its index function
+    await store.open()
+    try:
+        yield Stack(store, path)
+    finally:
+        await store.close()
+
+
+def index_rows(path: Path, resource_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every index row of one AuditEvent, table by table, without its rkey and number (the
+    composed entries come in another order than the generic indexer's)."""
+    with closing(connect(path, read_only=True)) as connection:
+        (rkey,) = connection.execute(
+            "SELECT rkey FROM resource_current WHERE resource_type = 'AuditEvent' AND id = ?",
+            (resource_id,),
+        ).fetchone()
+        rows = {
+            table: sorted(
+                tuple(row[2:])
+                for row in connection.execute(f"SELECT * FROM ix.{table} WHERE rkey = ?", (rkey,))
+            )
+            for table in INDEX_TABLE_NAMES
+        }
+        rows["idx_text"] = [  # _content matches words: their set, not their order
+            (narrative, *sorted(set(content.split())))
+            for narrative, content in connection.execute(
+                "SELECT narrative, content FROM ix.idx_text WHERE rowid = ?", (rkey,)
+            )
+        ]
+    return rows
+
+
+async def test_a_deferred_row_is_logged_empty_and_indexed_as_a_computed_one(
+    stack: Stack,
+) -> None:
+    index = search_index()
+    deferred, computed = audit_event("p1"), audit_event("p2")
+    await stack.store.write([record(deferred, later=True, index=index)])
+    await stack.store.write([record(computed, later=False, index=index)])
+    with closing(connect(stack.path, read_only=True)) as connection:
+        logged = connection.execute(
+            "SELECT p.deferred, p.idx_token, p.idx_reference, p.content FROM index_pending p "
+            "JOIN resource_current c ON c.rkey = p.rkey ORDER BY c.id"
+        ).fetchall()
+    assert logged[0] == (1, None, None, None)  # p1: nothing but the mark
+    assert logged[1][0] == 0 and logged[1][1] is not None  # p2: its rows as JSON
+
+    assert await stack.ids("AuditEvent", [("entity", "Patient/p1")]) == ["ae-p1-C"]
+    assert await stack.ids("AuditEvent", [("patient", "p1")]) == ["ae-p1-C"]
+    assert await stack.ids("AuditEvent", [("action", "C")]) == ["ae-p1-C", "ae-p2-C"]
+    assert await stack.ids("AuditEvent", [("date", "2026-12-04")]) == ["ae-p1-C", "ae-p2-C"]
+    assert await stack.ids("AuditEvent", [("_content", "person")]) == ["ae-p1-C", "ae-p2-C"]
+    assert stack.logged() == []
+
+    # The same rows, table by table, but for the patient each names.
+    p1, p2 = index_rows(stack.path, "ae-p1-C"), index_rows(stack.path, "ae-p2-C")
+    as_p1 = orjson.loads(orjson.dumps(p2).replace(b"p2", b"p1"))
+    assert orjson.loads(orjson.dumps(p1)) == as_p1
+    assert sum(len(rows) for rows in p1.values()) > 10
+
+
+async def test_parameters_the_applier_meets_first_are_interned_by_the_writer(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new database: no AuditEvent parameter has a pid when the indexer thread computes
+    the deferred row (only the writer may intern); it has the writer intern them and
+    applies again."""
+    with closing(connect(stack.path, read_only=True)) as connection:
+        before = connection.execute(
+            "SELECT count(*) FROM search_param WHERE resource_type = 'AuditEvent'"
+        ).fetchone()
+    assert before == (0,)
+    interned: list[Any] = []
+    intern = stack.store._intern
+
+    def spy(parameters: Any) -> None:
+        interned.append(set(parameters))
+        intern(parameters)
+
+    monkeypatch.setattr(stack.store, "_intern", spy)
+    await stack.store.write([record(audit_event("p1"), later=True, index=search_index())])
+    assert await stack.ids("AuditEvent", [("entity-type", "1")]) == ["ae-p1-C"]
+    assert len(interned) == 1 and ("AuditEvent", "entity", "reference") in interned[0]
+    with closing(connect(stack.path, read_only=True)) as connection:
+        interned = {
+            code
+            for (code,) in connection.execute(
+                "SELECT code FROM search_param WHERE resource_type = 'AuditEvent'"
+            )
+        }
+    assert {"entity", "entity-type", "action", "date", "patient"} <= interned
+
+
+async def test_a_conditional_write_applies_deferred_rows_in_the_writer(stack: Stack) -> None:
+    """A conditional create of AuditEvent has the writer apply the log of its type first,
+    deferred rows included, computed there (it interns what it meets)."""
+    await stack.store.write([record(audit_event("p1"), later=True, index=search_index())])
+    outcome = await stack.resources.create(
+        "AuditEvent", audit_event("p9", "R"), if_none_exist="entity=Patient/p1"
+    )
+    assert not outcome.created
+    assert outcome.version.resource_id == "ae-p1-C"
+
+
+async def test_a_store_without_an_index_function_refuses_such_a_record(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "bare.sqlite3")
+    await store.open()
+    try:
+        with pytest.raises(RuntimeError, match="index_with"):
+            await store.write([record(audit_event("p1"), later=True, index=search_index())])
+    finally:
+        await store.close()
+    mongo = MongoStore(MagicMock(), "stand-in")  # no server: the check comes first
+    with pytest.raises(RuntimeError, match="index_with"):
+        await mongo.write([record(audit_event("p1"), later=True, index=search_index())])
+
+
+def test_mongodb_computes_the_entries_when_it_writes() -> None:
+    """A document carries its search fields from its first write: the record is given its
+    entries before the transaction (the driver is a stand-in: nothing is sent)."""
+    index = search_index()
+    mongo = MongoStore(MagicMock(), "stand-in")
+    mongo.index_with(index.entries)
+    event = audit_event("p1")
+    indexed = mongo._indexed(record(event, later=True, index=index))
+    entries, text = index.entries(event)
+    assert not indexed.index_later
+    assert indexed.entries == tuple(entries) and indexed.full_text == text
+
+
+def test_a_queued_record_indexed_later_is_judged_from_its_body() -> None:
+    """A condition is judged against the writes queued in the same group commit from their
+    entries (fresh_writes.py); a record indexed later has none until computed."""
+    index = search_index()
+    queued = FreshWrites(index.entries)
+    queued.queue([record(audit_event("p1"), later=True, index=index)])
+    plan = index.parser.parse(("AuditEvent",), [("action", "C")]).plan
+    assert [match[1] for match in queued.matching(plan)] == ["ae-p1-C"]
+
+
+async def test_a_schema_9_database_opens_and_logs_with_the_mark(tmp_path: Path) -> None:
+    path = tmp_path / "nine.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("DROP INDEX index_pending_work")
+        connection.execute("ALTER TABLE index_pending DROP COLUMN deferred")
+        connection.execute(
+            "CREATE INDEX index_pending_state ON index_pending (resource_type, rkey, seq, existed)"
+        )
+        connection.execute("UPDATE store_meta SET value = '9' WHERE key = 'schema_version'")
+        connection.commit()
+    store = SqliteStore(path)
+    AuditTrail(store, search_index())
+    await store.open()
+    try:
+        stack = Stack(store, path)
+        await store.write([record(audit_event("p1"), later=True, index=search_index())])
+        assert await stack.ids("AuditEvent", [("entity", "Patient/p1")]) == ["ae-p1-C"]
+    finally:
+        await store.close()
+    with closing(connect(path, read_only=True)) as connection:
+        indexes = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+        version = connection.execute(
+            "SELECT value FROM store_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert "index_pending_work" in indexes and "index_pending_state" not in indexes
+    assert version == (str(store_module.SCHEMA_VERSION),)
