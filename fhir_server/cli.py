@@ -69,20 +69,29 @@ def _serve(args: argparse.Namespace) -> int:
     # clean shutdown; these handlers turn it into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
-    uvicorn.run(
-        "fhir_server.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        # Workers share the listening socket: a busy one lets an idle one accept.
-        loop="fhir_server.fair_accept:new_event_loop" if settings.workers > 1 else "auto",
-        log_level=settings.log_level,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    indexing = None
+    if settings.workers > 1 and settings.search_indexing and not settings.uses_mongodb():
+        from fhir_server.index_process import IndexProcess
+
+        indexing = IndexProcess.start()  # before the workers: none of them takes its role
+    try:
+        uvicorn.run(
+            "fhir_server.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            # Workers share the listening socket: a busy one lets an idle one accept.
+            loop="fhir_server.fair_accept:new_event_loop" if settings.workers > 1 else "auto",
+            log_level=settings.log_level,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if indexing is not None:
+            indexing.stop()
     return 0
 
 
@@ -169,7 +178,7 @@ async def _run_load(settings: Settings, args: argparse.Namespace) -> int:
         base_url = settings.public_base_url or (
             f"http://{settings.host}:{settings.port}{settings.base_path}"
         )
-        core = build_core(settings)
+        core = build_core(settings, index_later=False)
     except BaseException:
         if starting is not None:
             starting.abort()

@@ -91,9 +91,14 @@ class Core:
             self.terminology.validate_in_system("http://hl7.org/fhir/sid/icd-10", "A00.0")
 
 
-def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
+def build_core(
+    settings: Settings, store: ResourceStore | None = None, *, index_later: bool = True
+) -> Core:
     """The server's parts; ``store`` replaces the one ``settings`` name (tests use it to run
-    the API over the MongoDB store on a stand-in server)."""
+    the API over the MongoDB store on a stand-in server). ``index_later``: writes leave
+    their index entries to the store (``WriteRecord.index_later``); ``rofecare load`` has
+    its processes compute them, in parallel, rather than leave them all to the one that
+    applies the index log (it then went on indexing for seconds after the last Bundle)."""
     definitions = load_definitions()
     validator = StructureValidator(definitions.resource_types, settings.max_json_depth)
     store = store or build_store(settings)
@@ -132,6 +137,7 @@ def build_core(settings: Settings, store: ResourceStore | None = None) -> Core:
         audit=audit,
         profiles=profiles,
         rules=rules,
+        index_later=index_later,
     )
     search = SearchService(store, service, search_index, definitions)
     bundles = BundleService(service, search, max_entries=settings.max_bundle_entries)

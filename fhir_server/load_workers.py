@@ -270,7 +270,7 @@ async def _serve(settings: Settings, jobs: Connection, replies: Connection) -> N
     from fhir_server.long_lived import collect_seldom, freeze_start_up
 
     try:
-        core = build_core(settings)
+        core = build_core(settings, index_later=False)  # as the loader's own (core.py)
         await core.store.open()
     except Exception as error:
         replies.send(WorkerFailed(f"loader worker {os.getpid()}: {type(error).__name__}: {error}"))

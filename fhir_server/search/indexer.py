@@ -13,7 +13,7 @@ import functools
 import html
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from fhir_server.model.instant import parse_date_range, to_micros
@@ -71,10 +71,15 @@ class Indexer:
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[SearchParameter, ...]
         ] = {}
 
-    def entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
-        """Every index entry of ``resource``, without duplicates."""
+    def entries(
+        self, resource: dict[str, Any], only: Collection[str] | None = None
+    ) -> list[IndexEntry]:
+        """Every index entry of ``resource`` (of the parameters ``only`` names), without
+        duplicates."""
         found: list[IndexEntry] = []
         for parameter in self._parameters_for(resource):
+            if only is not None and parameter.code not in only:
+                continue
             if parameter.type == "composite":
                 _composite(parameter, resource, found)
                 continue

@@ -110,8 +110,10 @@ class ResourceService:
         audit: AuditTrail | None = None,
         profiles: ProfileValidation | None = None,
         rules: RuleRegistry | None = None,
+        index_later: bool = True,
     ) -> None:
         self._store = store
+        self._index_later = index_later and search_index.enabled
         self.profiles = profiles
         self.rules = rules or RuleRegistry()
         self._audit = audit
@@ -122,6 +124,9 @@ class ResourceService:
         self._allow_client_ids = allow_client_ids
         self._locks = KeyedLocks()
         self.stored_definitions = StoredDefinitions(store, search_index, profiles)
+        # Writes are indexed by the store, later (WriteRecord.index_later; audit_trail.py
+        # composes its AuditEvents' entries).
+        store.index_with(audit.index_entries if audit is not None else search_index.entries)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -722,7 +727,10 @@ class ResourceService:
                 f"The resource would be {len(data)} bytes; the limit is {self._max_resource_bytes}",
                 rofecare_code="rofecare-1507",
             )
-        entries, text = self._search_index.entries(body)
+        if self._index_later:  # the store computes the rest (WriteRecord.index_later)
+            entries, text = self._search_index.write_entries(body), None
+        else:
+            entries, text = self._search_index.entries(body)
         if policy.confining_patient(resource_type, "create" if current is None else "update"):
             policy.check_in_compartment(
                 resource_type,
@@ -742,6 +750,7 @@ class ResourceService:
             full_text=text,
             unless_exists=unless_exists,
             claims=self.rules.claims(resource_type, body),
+            index_later=self._index_later,
         )
 
     async def _persist(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.definitions.registry import load_patient_compartment
 from fhir_server.definitions.terminology import Terminology
 from fhir_server.errors import InvalidResource
 from fhir_server.search.indexer import Indexer, full_text
@@ -17,6 +18,8 @@ from fhir_server.search.parser import SearchParser
 from fhir_server.search.paths import split_union
 from fhir_server.search.registry import SearchParameterRegistry, build_registry
 from fhir_server.search.values import FullText, IndexEntry
+
+IDENTIFIER = "identifier"  # the parameter every identifier claim is taken from (claims.py)
 
 MAX_STORED_PARAMETERS = 10_000
 
@@ -40,6 +43,7 @@ class SearchIndex:
         self._max_count = max_count
         self._total_limit = total_limit
         self.enabled = enabled
+        self._write_parameters: dict[str, frozenset[str]] = {}  # type -> write_entries'
         self._install(base)
 
     def _install(self, registry: SearchParameterRegistry) -> None:
@@ -58,6 +62,20 @@ class SearchIndex:
         if not self.enabled:
             return (), None
         return tuple(self.indexer.entries(resource)), full_text(resource)
+
+    def write_entries(self, resource: dict[str, Any]) -> tuple[IndexEntry, ...]:
+        """The entries the write of ``resource`` reads itself, before it is indexed: its
+        identifiers (the keys it claims, storage/sqlite/claims.py) and the references of
+        its Patient compartment parameters (the patients its AuditEvent names). The rest
+        is computed when the store indexes it (``WriteRecord.index_later``)."""
+        if not self.enabled:
+            return ()
+        resource_type = resource["resourceType"]
+        wanted = self._write_parameters.get(resource_type)
+        if wanted is None:
+            links = load_patient_compartment().get(resource_type, ())
+            wanted = self._write_parameters[resource_type] = frozenset({IDENTIFIER, *links})
+        return tuple(self.indexer.entries(resource, only=wanted))
 
     def use_stored(self, definitions: list[dict[str, Any]]) -> None:
         """Rebuild with the active SearchParameter resources stored in this server."""

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 import requests
 
+from fhir_server.storage.sqlite.index_log import PENDING
+from fhir_server.storage.sqlite.schema import connect
 from tests.e2e.fhir import FHIR_JSON, Json, follow_pages, patient, requests_fetch
 from tests.e2e.server import RunningServer, start_server
 from tests.e2e.test_concurrency import run_in_threads
@@ -283,3 +287,62 @@ def test_a_busy_worker_lets_the_idle_one_take_a_new_connection(
         time.sleep(0.2)  # both closes seen: the workers hold nothing again
     to_the_idle_one = sum(1 for busy_owner, new_owner in rounds if busy_owner != new_owner)
     assert to_the_idle_one >= 4, rounds
+
+
+def _lock_holders(path: Path) -> set[int]:
+    """The pids holding a ``flock`` on ``path`` (Linux's /proc/locks)."""
+    inode = path.stat().st_ino
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+            holders.add(int(fields[4]))
+    return holders
+
+
+def _pending(data_dir: Path, resource_type: str) -> int:
+    """Resources of the type whose newest version waits in the index log, not yet in the
+    index file."""
+    with closing(connect(data_dir / "rofecare.sqlite3", read_only=True)) as connection:
+        row = connection.execute(
+            f"SELECT count(*) FROM index_pending p WHERE p.resource_type = ? AND {PENDING}",
+            (resource_type,),
+        )
+        return int(row.fetchone()[0])
+
+
+def test_a_process_of_its_own_indexes_every_workers_writes(two_workers: RunningServer) -> None:
+    """``serve`` starts the search index process before the workers (index_process.py):
+    it holds the applier role, and the writes of both workers are indexed in the
+    background, with no search to ask for it; a search right after a write still finds
+    it (it applies what its types lack)."""
+    started = re.search(r"Search index process (\d+) applies the index log", two_workers.log())
+    assert started is not None, two_workers.log()
+    index_pid = int(started.group(1))
+    assert index_pid in _children(two_workers.process.pid)
+    role = two_workers.data_dir / "rofecare.sqlite3-index-applier.lock"
+    assert _lock_holders(role) == {index_pid}
+
+    family = f"Indexed{uuid.uuid4().hex[:8]}"
+
+    def create(n: int, session: requests.Session) -> None:
+        for given in range(5):
+            body = {**patient(), "name": [{"family": family, "given": [f"{n}-{given}"]}]}
+            answer = session.post(f"{two_workers.base}/Patient", json=body, timeout=10)
+            assert answer.status_code == 201, answer.text
+
+    run_in_threads(8, create)
+    found = requests.get(f"{two_workers.base}/Patient", params={"family": family}, timeout=10)
+    assert found.json()["total"] == 40
+
+    more = f"Later{uuid.uuid4().hex[:8]}"
+    for n in range(20):
+        body = {**patient(), "name": [{"family": more, "given": [str(n)]}]}
+        assert requests.post(f"{two_workers.base}/Patient", json=body, timeout=10).ok
+    # A few of its rounds (AuditEvents wait for a bulk apply, as in any process).
+    deadline = time.monotonic() + 10
+    while _pending(two_workers.data_dir, "Patient") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _pending(two_workers.data_dir, "Patient") == 0
+    assert _lock_holders(role) == {index_pid}

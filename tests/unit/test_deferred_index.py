@@ -254,3 +254,29 @@ async def test_a_schema_9_database_opens_and_logs_with_the_mark(tmp_path: Path) 
         ).fetchone()
     assert "index_pending_work" in indexes and "index_pending_state" not in indexes
     assert version == (str(store_module.SCHEMA_VERSION),)
+
+
+def test_a_write_computes_only_the_entries_it_reads_itself() -> None:
+    """Identifiers (the keys it claims) and Patient compartment references (the patients
+    its AuditEvent names): the rest is the store's to compute (``index_later``)."""
+    index = search_index()
+    observation = {
+        "resourceType": "Observation",
+        "identifier": [{"system": "urn:lab", "value": "42"}],
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Practitioner/d1"}],
+        "focus": [{"reference": "Patient/p2"}],
+    }
+    written = {
+        (entry.param, getattr(entry, "target_id", None))
+        for entry in index.write_entries(observation)
+    }
+    assert written == {
+        ("identifier", None),
+        ("subject", "p1"),  # the R4 Patient compartment of Observation: subject, performer
+        ("performer", "d1"),
+    }
+    everything = {entry.param for entry in index.entries(observation)[0]}
+    assert {"code", "status", "focus", "patient"} <= everything - {param for param, _ in written}

@@ -25,7 +25,6 @@ from tests.unit.test_sqlite_index_log import (
     Stack,
     crash,
     logged_types,
-    opened,
     slow_apply,
     stack,
 )
@@ -117,8 +116,10 @@ async def test_a_schema_8_database_gets_its_identifier_keys_when_it_opens(
         connection.execute("UPDATE store_meta SET value = '8' WHERE key = 'schema_version'")
         connection.commit()
 
-    async with opened(path) as upgraded:
-        stack = Stack(upgraded, path)
+    upgraded = SqliteStore(path)
+    stack = Stack(upgraded, path)  # as the server's core: indexing is given before opening
+    await upgraded.open()
+    try:
         assert claims(path) == [identifier_key("Organization", SYNTHEA, "1")]
         assert await create_unless(stack, f"identifier={SYNTHEA}|1", organization("1")) == (
             False,
@@ -126,6 +127,8 @@ async def test_a_schema_8_database_gets_its_identifier_keys_when_it_opens(
         )
         assert (await create_unless(stack, f"identifier={SYNTHEA}|2", organization("2")))[0]
         assert await upgraded.check() == []
+    finally:
+        await upgraded.close()
     with closing(connect(path, read_only=True)) as connection:
         version = connection.execute(
             "SELECT value FROM store_meta WHERE key = 'schema_version'"

@@ -247,7 +247,8 @@ def apply_logged(
     resources, of versions up to ``through_seq``) into the index tables, within the
     caller's transaction, which writes the index file (the caller holds its lock); the
     (rkey, seq) of each row moved, for ``forget_applied``. Deferred rows are computed with
-    ``computing`` (RuntimeError without it; ``MissingParameters``: nothing was applied).
+    ``computing`` (``MissingParameters``: nothing was applied); without it they stay in
+    the log, for a store that can (one opened by a tool, not by the server's core).
 
     The rows go from the log's JSON to the tables in SQL (``json_each``), so the applying
     thread spends no Python per row and holds no GIL while it works."""
@@ -271,6 +272,8 @@ def apply_logged(
         sql += " LIMIT ?"
         args.append(limit)
     logged = connection.execute(sql, args).fetchall()
+    if computing is None:
+        logged = [row for row in logged if not row[3]]
     for start in range(0, len(logged), MAX_ROWS_PER_STATEMENT):
         chunk = logged[start : start + MAX_ROWS_PER_STATEMENT]
         deferred = [rkey for rkey, _, _, later in chunk if later]
@@ -319,7 +322,7 @@ def _compute_deferred(
 ) -> None:
     """The rows of the deferred log rows ``rkeys``, computed from the versions they name,
     into ``_COMPUTED`` (emptied by the caller once moved)."""
-    if computing is None:
+    if computing is None:  # apply_logged leaves them
         raise RuntimeError("deferred index log rows, and no way to compute them was given")
     marks = f"({', '.join('?' * len(rkeys))})"
     versions = connection.execute(

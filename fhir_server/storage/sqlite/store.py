@@ -67,6 +67,7 @@ from fhir_server.storage.sqlite.change_stamps import STAMPED_TYPES, ChangeStamps
 from fhir_server.storage.sqlite.claims import read_book, with_identifier_claims
 from fhir_server.storage.sqlite.fresh_writes import FreshWrites, Match, judged
 from fhir_server.storage.sqlite.index_log import (
+    PENDING,
     Computing,
     LoggedIndex,
     LogRow,
@@ -342,7 +343,7 @@ class SqliteStore:
             move_index_tables(connection)
             self._pair_index_file(connection)
             if before is not None and before.isdigit() and int(before) < IDENTIFIER_CLAIMS_SINCE:
-                claim_identifiers(connection)
+                claim_identifiers(connection, self._writer_computing(connection))
             connection.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -986,6 +987,50 @@ class SqliteStore:
         self._applied_by_indexer(applied)
         return applied
 
+    # -- an applier process (index_process.py) -----------------------------------------------
+
+    async def take_applier_role(self) -> bool:
+        """Hold the role of applying every process's index log (``ProcessRole``), if no
+        other store holds it: the other stores then leave their rows to this one."""
+        return await self._on_indexer(self._applier.held)
+
+    async def apply_pending(self, chunk: int = APPLY_CHUNK) -> int:
+        """Apply the log of every process, ``chunk`` resources per transaction, as the
+        holder of the applier role: rows of bulk types (``BULK_APPLIED_TYPES``) once they
+        are many. How many resources it applied."""
+        return await self._on_indexer(lambda: self._apply_pending(chunk))
+
+    def _apply_pending(self, chunk: int) -> int:
+        bulk = self._bulk_waiting() >= BULK_APPLY_ROWS
+        excluding = () if bulk else BULK_APPLIED_TYPES
+        total = 0
+        while not self._closing:
+            applied = self._apply_durably(limit=chunk, excluding=excluding)
+            if applied is None:
+                break
+            total += len(applied)
+            if len(applied) < chunk:
+                break
+        return total
+
+    def _bulk_waiting(self) -> int:
+        """Indexer thread: the index rows of bulk types waiting in the log, estimated as
+        ``_index_rows`` counts them as they are written."""
+        marks = ", ".join("?" * len(BULK_APPLIED_TYPES))
+        row = (
+            self._connection()
+            .execute(
+                "SELECT sum(CASE WHEN p.deferred "
+                f"THEN max(1, length(v.body) / {DEFERRED_BYTES_PER_ROW}) ELSE "
+                + " + ".join(f"coalesce(json_array_length(p.{t}), 0)" for t in INDEX_TABLE_NAMES)
+                + " END) FROM index_pending p JOIN resource_version v ON v.seq = p.seq "
+                f"WHERE p.resource_type IN ({marks}) AND {PENDING}",
+                sorted(BULK_APPLIED_TYPES),
+            )
+            .fetchone()
+        )
+        return int(row[0] or 0)
+
     def _apply_eager(self) -> None:
         """Indexer thread: apply the rows of the types searches waited for lately, written
         since the last call (one call serves every commit that came meanwhile)."""
@@ -1126,10 +1171,15 @@ class SqliteStore:
         later transaction, not this one: its commit makes the main file durable before the
         index file, and a log row must never be gone while its index rows may be lost."""
         self._hold_index_lock()
-        computing = None
-        if self._index_of is not None:  # the writer interns the parameters it meets
-            computing = Computing(self._index_of, self._pid_function(connection))
+        computing = self._writer_computing(connection)
         self._applied_here.extend(apply_logged(connection, types, computing=computing))
+
+    def _writer_computing(self, connection: sqlite3.Connection) -> Computing | None:
+        """Writer thread: how to compute deferred log rows (the writer interns the
+        parameters it meets)."""
+        if self._index_of is None:
+            return None
+        return Computing(self._index_of, self._pid_function(connection))
 
     def _condition_matched(
         self,
@@ -1243,13 +1293,16 @@ class SqliteStore:
         if level != self._index_synchronous:
             connection.execute(f"PRAGMA {INDEX_SCHEMA}.synchronous={level}")
             self._index_synchronous = level
-        try:
-            with self._indexer_lock.held():
-                return _committed(connection, work)
-        except MissingParameters as missing:  # rolled back: the writer interns them first
-            self._writer.submit(self._intern, missing.missing).result()
-        with self._indexer_lock.held():
-            return _committed(connection, work)
+        interned: set[tuple[str, str, str]] = set()
+        while True:
+            try:
+                with self._indexer_lock.held():
+                    return _committed(connection, work)
+            except MissingParameters as missing:  # rolled back: the writer interns them
+                if missing.missing <= interned:  # cannot happen: they would be known now
+                    raise RuntimeError(f"search parameters not interned: {missing}") from None
+                interned |= missing.missing  # each round, a later chunk may name others
+                self._writer.submit(self._intern, missing.missing).result()
 
     def _intern(self, parameters: Collection[tuple[str, str, str]]) -> None:
         """Writer thread: give these (resource type, code, kind) a pid, for the indexer."""

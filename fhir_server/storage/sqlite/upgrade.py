@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 
 from fhir_server.storage.sqlite.claims import IDENTIFIER, SEPARATOR
-from fhir_server.storage.sqlite.index_log import apply_logged, note_applied_seq
+from fhir_server.storage.sqlite.index_log import Computing, apply_logged, note_applied_seq
 from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
 from fhir_server.storage.sqlite.schema import INDEX_SCHEMA
 
@@ -73,12 +73,12 @@ def move_index_tables(connection: sqlite3.Connection) -> None:
     note_applied_seq(connection, int(row[0] or 0))
 
 
-def claim_identifiers(connection: sqlite3.Connection) -> None:
+def claim_identifiers(connection: sqlite3.Connection, computing: Computing | None) -> None:
     """Give every current resource of a schema 5-8 database the identifier keys its
     version holds, from its ``identifier`` index rows (the log applied first, so that none
     waits there). Resources the index does not know (an index file emptied at open) get
     theirs from ``rofecare reindex``, which the store asks for then."""
-    apply_logged(connection)
+    apply_logged(connection, computing=computing)
     connection.execute(  # the keys of claims.identifier_key, built in SQL
         "INSERT OR IGNORE INTO resource_claim (claim, rkey) "
         "SELECT ?1 || ?2 || c.resource_type || ?2 || t.system || ?2 || t.code, c.rkey "
