@@ -6,11 +6,12 @@ version (FHIRPath over the resource) and inserted by whichever store holds the a
 (storage/sqlite/write_lock.py, ``ProcessRole``; index_log.py). In a worker, that work shared
 the worker's GIL with its event loop and with its writer thread, which waits for the GIL
 while it holds the database's write lock, so it lengthened every worker's writes. Here it
-has a GIL of its own: `benchmarks/search.py`'s indexed creates rose from 53-55 % to the rate
-without indexing to the figure in docs/benchmarks.md ("Search").
+has a GIL of its own: with it, and the workers leaving the entries to it (index_log.py,
+deferred rows), `benchmarks/search.py`'s indexed creates went from 53-55 % of the rate
+without indexing to 63-66 % (docs/benchmarks.md, "What limits it").
 
 Lifecycle: ``serve`` starts it (spawn) before the workers and waits until it holds the role,
-so no worker takes it first. It applies the log every ``APPLY_DELAY_SECONDS`` until SIGTERM
+so no worker takes it first. It applies the log every ``PERIOD_SECONDS`` until SIGTERM
 or until its parent is gone, then closes its store, which applies what is left. Should it
 die, the kernel releases the role, and the workers' stores apply their rows as they do
 without it (a worker takes the role at its next apply). Ctrl-C at a terminal reaches the

@@ -116,11 +116,12 @@ class WriteRecord:
     the claims the store checks no other current resource holds (GuardViolated).
 
     ``index_later``: the store computes the version's index entries and full text from its
-    body, with the function given to ``index_with``, when it indexes it, and ``entries`` is
-    empty. For the server's own AuditEvents: nothing in their write reads their entries
-    (no claims, conditions or compartment), so computing them on the event loop of every
-    write only delayed the write; the SQLite store computes them in its indexer thread,
-    with the other pending rows (index_log.py).
+    body, with the function given to ``index_with``, when it indexes it; ``entries`` then
+    holds only those the write reads itself (its identifiers, for the claims; its Patient
+    compartment references, for its AuditEvent: ``SearchIndex.write_entries``). Computing
+    all of them on the event loop delayed every write; the SQLite store computes them when
+    it applies its index log, under ``serve --workers N`` in a process of its own
+    (index_log.py, index_process.py). MongoDB computes them when it writes.
     """
 
     resource_type: str

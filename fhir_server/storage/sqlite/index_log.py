@@ -31,12 +31,14 @@ order-free.
 
 A deferred row (``deferred = 1``, storage/base.py ``WriteRecord.index_later``) holds no
 rows: whoever applies it computes them from the version it names (``Computing``), into a
-temporary table the same statements read. Why: the server's own AuditEvents, one per write,
-had their entries computed on the event loop and carried as JSON through the writer, both
-while the write waited; deferred, a REST create logs a few bytes for its AuditEvent, and
-the indexer thread indexes the events in bulk (docs/benchmarks.md, "Search"). A parameter
-never interned before has no pid yet, and only the writer interns: the applier then stops
-(``MissingParameters``), the store has the writer intern them, and applies again.
+temporary table the same statements read. Why: the server's writes had their entries
+computed on the event loop and carried as JSON through the writer, all while the write
+waited and in the worker's GIL; deferred, a write logs a few bytes, and under ``serve
+--workers N`` a process of its own computes and applies them (index_process.py;
+docs/benchmarks.md, "What limits it"). ``rofecare load`` still logs JSON rows, computed in
+its parallel processes. A parameter never interned before has no pid yet, and only the
+writer interns: the applier then stops (``MissingParameters``), the store has the writer
+intern them, and applies again.
 """
 
 from __future__ import annotations
@@ -251,7 +253,8 @@ def apply_logged(
     the log, for a store that can (one opened by a tool, not by the server's core).
 
     The rows go from the log's JSON to the tables in SQL (``json_each``), so the applying
-    thread spends no Python per row and holds no GIL while it works."""
+    thread spends no Python per row and holds no GIL while it works; a deferred row's
+    entries are computed in Python first (one FHIRPath pass over its version)."""
     sql = f"SELECT p.rkey, p.existed, p.seq, p.deferred FROM index_pending p WHERE {PENDING}"
     args: list[Any] = []
     if types is not None:
