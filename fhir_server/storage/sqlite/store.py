@@ -1316,7 +1316,8 @@ class SqliteStore:
 
     def _computing(self, connection: sqlite3.Connection) -> Computing | None:
         """Indexer thread: how to compute deferred log rows, with the pids known so far
-        (cached, else read: another process may have interned them)."""
+        (cached, else read and cached: another process may have interned them; the index
+        process never interns, so it reads each once)."""
         index_of = self._index_of
         if index_of is None:
             return None
@@ -1329,7 +1330,9 @@ class SqliteStore:
                     "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
                     (owner, code),
                 ).fetchone()
-                found = None if row is None else int(row[0])
+                if row is None:
+                    return None
+                found = cache[(owner, code)] = int(row[0])  # committed: it never changes
             return found
 
         return Computing(index_of, known)
