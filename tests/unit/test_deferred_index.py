@@ -28,7 +28,9 @@ from fhir_server.storage.sqlite import store as store_module
 from fhir_server.storage.sqlite.fresh_writes import FreshWrites
 from fhir_server.storage.sqlite.index_rows import INDEX_TABLE_NAMES
 from fhir_server.storage.sqlite.schema import connect
-from tests.unit.test_sqlite_index_log import Stack
+from tests.unit.test_sqlite_index_log import Stack, slow_apply
+
+__all__ = ["slow_apply"]  # a fixture used by name
 
 
 def search_index() -> SearchIndex:
@@ -71,16 +73,13 @@ def record(event: dict[str, Any], *, later: bool, index: SearchIndex) -> WriteRe
 
 
 @pytest.fixture
-def slow_apply(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows stay in the log until a search applies them."""
-    monkeypatch.setattr(store_module, "APPLY_DELAY_SECONDS", 3600.0)
-    monkeypatch.setattr(store_module, "APPLY_AT", 10**9)
+def quiet_log(slow_apply: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows stay in the log until a search applies them, AuditEvents' too."""
     monkeypatch.setattr(store_module, "BULK_APPLY_ROWS", 10**9)
-    monkeypatch.setattr(store_module, "EAGER_SECONDS", 0.0)
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, slow_apply: None) -> AsyncIterator[Stack]:
+async def stack(tmp_path: Path, quiet_log: None) -> AsyncIterator[Stack]:
     path = tmp_path / "deferred.sqlite3"
     store = SqliteStore(path)
     AuditTrail(store, search_index())  # gives the store its index function

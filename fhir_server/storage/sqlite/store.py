@@ -634,23 +634,28 @@ class SqliteStore:
             if not scope:
                 rows = connection.execute("SELECT pid FROM search_param WHERE code = ?", (code,))
                 return [row[0] for row in rows]
-            pids: list[int] = []
-            for resource_type in scope:
-                pid = self._pid_cache.get((resource_type, code))
-                if pid is None:
-                    row = connection.execute(
-                        "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
-                        (resource_type, code),
-                    ).fetchone()
-                    if row is None:
-                        continue
-                    pid = row[0]
-                    if remember:
-                        self._pid_cache.setdefault((resource_type, code), pid)
-                pids.append(pid)
-            return pids
+            pids = [self._known_pid(connection, owner, code, remember) for owner in scope]
+            return [pid for pid in pids if pid is not None]
 
         return resolve
+
+    def _known_pid(
+        self, connection: sqlite3.Connection, owner: str, code: str, remember: bool = True
+    ) -> int | None:
+        """The id of (``owner``, ``code``): cached, else read (and cached when ``remember``:
+        read outside a write transaction it is committed, and an id never changes)."""
+        pid = self._pid_cache.get((owner, code))
+        if pid is None:
+            row = connection.execute(
+                "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
+                (owner, code),
+            ).fetchone()
+            if row is None:
+                return None
+            pid = int(row[0])
+            if remember:
+                self._pid_cache.setdefault((owner, code), pid)
+        return pid
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -1321,19 +1326,9 @@ class SqliteStore:
         index_of = self._index_of
         if index_of is None:
             return None
-        cache = self._pid_cache
 
         def known(owner: str, code: str, _kind: str) -> int | None:
-            found = cache.get((owner, code))
-            if found is None:
-                row = connection.execute(
-                    "SELECT pid FROM search_param WHERE resource_type = ? AND code = ?",
-                    (owner, code),
-                ).fetchone()
-                if row is None:
-                    return None
-                found = cache[(owner, code)] = int(row[0])  # committed: it never changes
-            return found
+            return self._known_pid(connection, owner, code)
 
         return Computing(index_of, known)
 
