@@ -248,9 +248,8 @@ class ResourceService:
         links = set(load_patient_compartment().get(str(body.get("resourceType")), ()))
         return {
             (entry.target_type, entry.target_id)
-            for entry in self._search_index.indexer.entries(body)
+            for entry in self._search_index.indexer.entries(body, only=links)
             if isinstance(entry, ReferenceEntry)
-            and entry.param in links
             and entry.target_type is not None
             and entry.target_id is not None
         }
