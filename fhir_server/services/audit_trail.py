@@ -75,14 +75,14 @@ class AuditTrail:
         self._room = asyncio.Event()  # fewer than MAX_QUEUED are pending
         self._idle = asyncio.Event()  # nothing pending and nothing being written
         self._task: asyncio.Task[None] | None = None
-        store.index_with(self.index_entries)
 
     def index_entries(
         self, resource: dict[str, Any]
     ) -> tuple[Sequence[IndexEntry], FullText | None]:
         """The index entries of ``resource``, an AuditEvent's composed (audit_index.py):
-        what the store indexes this trail's events with, when it indexes them (they are
-        written ``index_later``). Called from the store's threads."""
+        what the store indexes writes with when it indexes them (they are written
+        ``index_later``; ResourceService gives it to the store). Called from the store's
+        threads."""
         if resource.get("resourceType") != "AuditEvent":
             return self._index.entries(resource)
         with self._indexer_lock:

@@ -81,13 +81,21 @@ def quiet_log(slow_apply: None, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def stack(tmp_path: Path, quiet_log: None) -> AsyncIterator[Stack]:
     path = tmp_path / "deferred.sqlite3"
-    store = SqliteStore(path)
-    AuditTrail(store, search_index())  # gives the store its index function
-    await store.open()
+    stack = audited_stack(path)
+    await stack.store.open()
     try:
-        yield Stack(store, path)
+        yield stack
     finally:
-        await store.close()
+        await stack.store.close()
+
+
+def audited_stack(path: Path) -> Stack:
+    """Services over a new store that indexes as the server's core has it: AuditEvents with
+    the trail's composed indexer (the core's ResourceService, built with the trail, gives
+    the store ``AuditTrail.index_entries``; the contract Stack's has no trail)."""
+    stack = Stack(SqliteStore(path), path)
+    stack.store.index_with(AuditTrail(stack.store, search_index()).index_entries)
+    return stack
 
 
 def index_rows(path: Path, resource_id: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -237,11 +245,10 @@ async def test_a_schema_9_database_opens_and_logs_with_the_mark(tmp_path: Path) 
         )
         connection.execute("UPDATE store_meta SET value = '9' WHERE key = 'schema_version'")
         connection.commit()
-    store = SqliteStore(path)
-    AuditTrail(store, search_index())
+    stack = audited_stack(path)
+    store = stack.store
     await store.open()
     try:
-        stack = Stack(store, path)
         await store.write([record(audit_event("p1"), later=True, index=search_index())])
         assert await stack.ids("AuditEvent", [("entity", "Patient/p1")]) == ["ae-p1-C"]
     finally:
