@@ -280,7 +280,7 @@ def apply_logged(
     for start in range(0, len(logged), MAX_ROWS_PER_STATEMENT):
         chunk = logged[start : start + MAX_ROWS_PER_STATEMENT]
         deferred = [rkey for rkey, _, _, later in chunk if later]
-        if deferred:
+        if deferred and computing is not None:  # without it, none were left in ``logged``
             _compute_deferred(connection, deferred, computing)
         clear_index(connection, [rkey for rkey, existed, _, _ in chunk if existed])
         rkeys = [rkey for rkey, _, _, _ in chunk]
@@ -321,12 +321,10 @@ def _move_rows(
 
 
 def _compute_deferred(
-    connection: sqlite3.Connection, rkeys: Sequence[int], computing: Computing | None
+    connection: sqlite3.Connection, rkeys: Sequence[int], computing: Computing
 ) -> None:
     """The rows of the deferred log rows ``rkeys``, computed from the versions they name,
     into ``_COMPUTED`` (emptied by the caller once moved)."""
-    if computing is None:  # apply_logged leaves them
-        raise RuntimeError("deferred index log rows, and no way to compute them was given")
     marks = f"({', '.join('?' * len(rkeys))})"
     versions = connection.execute(
         "SELECT p.rkey, v.resource_type, v.body FROM index_pending p "
