@@ -93,6 +93,7 @@ def _main(ready: Connection, parent: int) -> None:
 
 async def _serve(ready: Connection, parent: int) -> None:
     from fhir_server.core import build_core  # the whole write path's indexing, as a worker's
+    from fhir_server.long_lived import collect_seldom, freeze_start_up
     from fhir_server.storage.sqlite.store import SqliteStore
 
     stopping = asyncio.Event()
@@ -109,6 +110,8 @@ async def _serve(ready: Connection, parent: int) -> None:
         if not held:
             return
         log.info("Search index process %d applies the index log", os.getpid())
+        freeze_start_up()  # the definitions and compiled paths: never collected
+        collect_seldom()  # it works in chunks of a thousand resources, as a loader does
         while not stopping.is_set() and os.getppid() == parent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), PERIOD_SECONDS)
