@@ -258,8 +258,10 @@ def test_a_busy_worker_lets_the_idle_one_take_a_new_connection(
     if not Path("/proc/net/tcp").exists():  # pragma: no cover - not Linux
         pytest.skip("needs /proc to see which worker holds a connection")
     entry = {"request": {"method": "POST", "url": "Basic"}, "resource": BASIC}
-    # Long enough to be still at work 0.15 s later (its writes commit in groups of 100).
-    batch = json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [entry] * 2000})
+    # Long enough to be still at work 0.15 s later (its writes commit in groups of 100):
+    # 2,000 entries took under 0.2 s once the workers left indexing to the index process,
+    # and the test failed in half of its runs; 6,000 take about 0.6 s.
+    batch = json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [entry] * 6000})
     rounds: list[tuple[int | None, int | None]] = []
     for _ in range(5):
         busy = http.client.HTTPConnection("127.0.0.1", two_idle_workers.port, timeout=60)

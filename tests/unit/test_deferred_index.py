@@ -286,3 +286,56 @@ def test_a_write_computes_only_the_entries_it_reads_itself() -> None:
     }
     everything = {entry.param for entry in index.entries(observation)[0]}
     assert {"code", "status", "focus", "patient"} <= everything - {param for param, _ in written}
+
+
+async def test_rows_computed_ahead_are_applied_unless_a_newer_version_came(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applier computes a chunk's rows before it takes the index file's lock
+    (``compute_ahead``); a version written meanwhile is computed afresh when applied."""
+    index, store = search_index(), stack.store
+    # Written with its entries: the writer interns AuditEvent's parameters (a row naming
+    # a parameter without a pid is not computed ahead).
+    await store.write([record(audit_event("p0"), later=False, index=index)])
+    first, second = audit_event("p1"), audit_event("p2")
+    await store.write([record(first, later=True, index=index)])
+    await store.write([record(second, later=True, index=index)])
+    ahead = await store._on_indexer(lambda: store._compute_ahead(100, ()))
+    assert len(ahead) == 2
+
+    moved = {**second, "entity": [{**second["entity"][0], "what": {"reference": "Patient/p3"}}]}
+    moved = with_meta(moved, 2, RECORDED)
+    await store.write(
+        [
+            WriteRecord(
+                resource_type="AuditEvent",
+                resource_id=second["id"],
+                version_id=2,
+                previous_version=1,
+                last_updated=now_utc(),
+                method="PUT",
+                body=orjson.dumps(moved),
+                index_later=True,
+            )
+        ]
+    )
+    computed: list[str] = []
+    index_of = store._index_of
+    assert index_of is not None
+
+    def spy(resource: dict[str, Any]) -> Any:
+        computed.append(resource["entity"][0]["what"]["reference"])
+        return index_of(resource)
+
+    monkeypatch.setattr(store, "_index_of", spy)
+    applied = await store._on_indexer(lambda: store._apply_durably(ahead=ahead))
+    assert applied is not None and len(applied) == 3
+    assert computed == ["Patient/p3"]  # the first as computed ahead; the second afresh
+    assert await stack.ids("AuditEvent", [("entity", "Patient/p1")]) == ["ae-p1-C"]
+    assert await stack.ids("AuditEvent", [("entity", "Patient/p3")]) == ["ae-p2-C"]
+    assert await stack.ids("AuditEvent", [("entity", "Patient/p2")]) == []
+    # Applied as if computed in the apply: p1's rows match a computed event's, but for p1.
+    await store.write([record(audit_event("p4"), later=False, index=index)])
+    assert await stack.ids("AuditEvent", [("entity", "Patient/p4")]) == ["ae-p4-C"]
+    as_p1 = orjson.loads(orjson.dumps(index_rows(stack.path, "ae-p4-C")).replace(b"p4", b"p1"))
+    assert orjson.loads(orjson.dumps(index_rows(stack.path, "ae-p1-C"))) == as_p1

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -258,6 +258,7 @@ def apply_logged(
     excluding: Collection[str] = (),
     through_seq: int | None = None,
     computing: Computing | None = None,
+    ahead: ComputedAhead | None = None,
 ) -> list[tuple[int, int]]:
     """Move pending rows (of ``types``; None: all but ``excluding``, at most ``limit``
     resources, of versions up to ``through_seq``) into the index tables, within the
@@ -268,35 +269,22 @@ def apply_logged(
 
     The rows go from the log's JSON to the tables in SQL (``json_each``), so the applying
     thread spends no Python per row and holds no GIL while it works; a deferred row's
-    entries are computed in Python first (one FHIRPath pass over its version)."""
-    sql = f"SELECT p.rkey, p.existed, p.seq, p.deferred FROM index_pending p WHERE {PENDING}"
-    args: list[Any] = []
-    if types is not None:
-        if not types:
-            return []
-        listed = sorted(types)
-        sql += f" AND p.resource_type IN ({', '.join('?' * len(listed))})"
-        args += listed
-    elif excluding:
-        listed = sorted(excluding)
-        sql += f" AND p.resource_type NOT IN ({', '.join('?' * len(listed))})"
-        args += listed
-    if through_seq is not None:
-        sql += " AND p.seq <= ?"
-        args.append(through_seq)
-    sql += " ORDER BY p.rkey"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
+    entries are computed in Python first (one FHIRPath pass over its version), unless
+    ``ahead`` holds them for the version the log still names (``compute_ahead``)."""
+    if types is not None and not types:
+        return []
+    sql, args = _pending(
+        "p.rkey, p.existed, p.seq, p.deferred", "", types, excluding, through_seq, limit
+    )
     logged = connection.execute(sql, args).fetchall()
     if computing is None:
         logged = [row for row in logged if not row[3]]
     for start in range(0, len(logged), MAX_ROWS_PER_STATEMENT):
         chunk = logged[start : start + MAX_ROWS_PER_STATEMENT]
-        deferred = [rkey for rkey, _, _, later in chunk if later]
+        deferred = [(rkey, seq) for rkey, _, seq, later in chunk if later]
         computed = None
         if deferred and computing is not None:  # without it, none were left in ``logged``
-            computed = _compute_deferred(connection, deferred, computing)
+            computed = _compute_deferred(connection, deferred, computing, ahead or {})
         clear_index(connection, [rkey for rkey, existed, _, _ in chunk if existed])
         rkeys = [rkey for rkey, _, _, _ in chunk]
         _move_rows(connection, rkeys)
@@ -332,24 +320,104 @@ def _move_rows(connection: sqlite3.Connection, rkeys: Sequence[int]) -> None:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
+class ResourceRows:
+    """The index rows of one version, computed from it."""
+
+    seq: int  # the version's
+    rows: dict[str, list[tuple[Any, ...]]]  # table -> its rows, each starting with the rkey
+    repeated: set[int]  # parameters of which it holds two plain values
+    text: tuple[int, str | None, str | None] | None  # (rkey, narrative, content)
+
+
+ComputedAhead = dict[int, ResourceRows]
+"""Deferred rows computed before their apply, by rkey (``compute_ahead``)."""
+
+
+def compute_ahead(
+    connection: sqlite3.Connection,
+    computing: Computing,
+    limit: int,
+    excluding: Collection[str] = (),
+) -> ComputedAhead:
+    """The rows of the deferred log rows that ``apply_logged`` with ``limit`` and
+    ``excluding`` would apply now, computed in the caller's read transaction, before it
+    takes the index file's lock: a version never changes, so what is computed for one
+    stays right as long as the log names that version. Why: computing is half of applying
+    (the FHIRPath pass in Python), and the lock kept a search that waited for rows of its
+    types waiting through it too. A row whose parameter has no pid yet is left out (it is
+    computed, and its parameter interned, when applied)."""
+    sql, args = _pending(
+        "p.rkey, p.seq, v.resource_type, v.body",
+        " JOIN resource_version v ON v.seq = p.seq",
+        None,
+        excluding,
+        None,
+        limit,
+        deferred_only=True,
+    )
+    ahead: ComputedAhead = {}
+    pid = _chunk_pids(computing)
+    for rkey, seq, resource_type, body in connection.execute(sql, args).fetchall():
+        if body is not None:
+            computed = _rows_of(rkey, seq, resource_type, body, computing, pid)
+            if not isinstance(computed, set):
+                ahead[rkey] = computed
+    return ahead
+
+
+def _pending(
+    columns: str,
+    join: str,
+    types: Collection[str] | None,
+    excluding: Collection[str],
+    through_seq: int | None,
+    limit: int | None,
+    *,
+    deferred_only: bool = False,
+) -> tuple[str, list[Any]]:
+    """The query of the pending log rows ``apply_logged`` applies, in rkey order."""
+    sql = f"SELECT {columns} FROM index_pending p{join} WHERE {PENDING}"
+    args: list[Any] = []
+    if types is not None:
+        listed = sorted(types)
+        sql += f" AND p.resource_type IN ({', '.join('?' * len(listed))})"
+        args += listed
+    elif excluding:
+        listed = sorted(excluding)
+        sql += f" AND p.resource_type NOT IN ({', '.join('?' * len(listed))})"
+        args += listed
+    if through_seq is not None:
+        sql += " AND p.seq <= ?"
+        args.append(through_seq)
+    if deferred_only:
+        sql += " AND p.deferred"
+    sql += " ORDER BY p.rkey"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return sql, args
+
+
 class _Computed:
     """The index rows of deferred log rows, computed from their versions: inserted as they
     are, not through the log's JSON (``_APPLY``), which would be built in Python only to be
     parsed again in SQL: applying Patients and their AuditEvents went from 142 to 120 us of
     CPU per resource (applying 14,686 logged in process)."""
 
-    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # table -> its rows
-    texts: list[tuple[int, str | None, str | None]] = field(default_factory=list)
-    repeated: set[int] = field(default_factory=set)
-
-    def add(self, rows: dict[str, list[tuple[Any, ...]]], repeated: set[int]) -> None:
-        for table, table_rows in rows.items():
-            if table in self.rows:
-                self.rows[table] += table_rows
-            else:
-                self.rows[table] = table_rows
-        self.repeated |= repeated
+    def __init__(self, resources: Iterable[ResourceRows]) -> None:
+        self.rows: dict[str, list[tuple[Any, ...]]] = {}
+        self.texts: list[tuple[int, str | None, str | None]] = []
+        self.repeated: set[int] = set()
+        for resource in resources:
+            for table, table_rows in resource.rows.items():
+                if table in self.rows:
+                    self.rows[table] += table_rows
+                else:
+                    self.rows[table] = list(table_rows)
+            self.repeated |= resource.repeated
+            if resource.text is not None:
+                self.texts.append(resource.text)
 
     def insert(self, connection: sqlite3.Connection) -> None:
         for table, rows in self.rows.items():
@@ -363,18 +431,46 @@ class _Computed:
 
 
 def _compute_deferred(
-    connection: sqlite3.Connection, rkeys: Sequence[int], computing: Computing
+    connection: sqlite3.Connection,
+    deferred: Sequence[tuple[int, int]],
+    computing: Computing,
+    ahead: ComputedAhead,
 ) -> _Computed:
-    """The rows of the deferred log rows ``rkeys``, computed from the versions they name."""
-    marks = f"({', '.join('?' * len(rkeys))})"
-    versions = connection.execute(
-        "SELECT p.rkey, v.resource_type, v.body FROM index_pending p "
-        f"JOIN resource_version v ON v.seq = p.seq WHERE p.rkey IN {marks}",
-        rkeys,
-    ).fetchall()
-    computed = _Computed()
+    """The rows of the deferred log rows ``deferred`` ((rkey, seq) each), computed from the
+    versions they name, or taken from ``ahead`` when it holds that version's."""
+    ready: list[ResourceRows] = []
+    rkeys: list[int] = []
+    for rkey, seq in deferred:
+        found = ahead.get(rkey)
+        if found is not None and found.seq == seq:
+            ready.append(found)
+        else:
+            rkeys.append(rkey)
     missing: set[tuple[str, str, str]] = set()
-    known: dict[tuple[str, str], int] = {}  # the chunk's resources share their parameters
+    if rkeys:
+        marks = f"({', '.join('?' * len(rkeys))})"
+        versions = connection.execute(
+            "SELECT p.rkey, p.seq, v.resource_type, v.body FROM index_pending p "
+            f"JOIN resource_version v ON v.seq = p.seq WHERE p.rkey IN {marks}",
+            rkeys,
+        ).fetchall()
+        pid = _chunk_pids(computing)
+        for rkey, seq, resource_type, body in versions:
+            if body is None:  # a deletion is never deferred; nothing to index, should one be
+                continue
+            computed = _rows_of(rkey, seq, resource_type, body, computing, pid)
+            if isinstance(computed, set):
+                missing |= computed
+            else:
+                ready.append(computed)
+    if missing:
+        raise MissingParameters(missing)
+    return _Computed(ready)
+
+
+def _chunk_pids(computing: Computing) -> Callable[[str, str, str], int | None]:
+    """``computing.pid``, remembered for a chunk: its resources share their parameters."""
+    known: dict[tuple[str, str], int] = {}
 
     def pid(owner: str, code: str, kind: str) -> int | None:
         found = known.get((owner, code))
@@ -384,20 +480,31 @@ def _compute_deferred(
                 known[(owner, code)] = found
         return found
 
-    for rkey, resource_type, body in versions:
-        if body is None:  # a deletion is never deferred; nothing to index, should one be
-            continue
-        entries, text = computing.index_of(orjson.loads(body))
-        rows = _table_rows(resource_type, entries, pid, (rkey,))
-        if rows is None:
-            missing |= _without_pid(resource_type, entries, computing.pid)
-            continue
-        computed.add(*rows)
-        if text is not None and _has_text(text):
-            computed.texts.append((rkey, text.narrative, text.content))
-    if missing:
-        raise MissingParameters(missing)
-    return computed
+    return pid
+
+
+def _rows_of(
+    rkey: int,
+    seq: int,
+    resource_type: str,
+    body: bytes,
+    computing: Computing,
+    pid: Callable[[str, str, str], int | None],
+) -> ResourceRows | set[tuple[str, str, str]]:
+    """The rows of version ``seq`` of ``rkey``, or the parameters they name that have no
+    pid yet."""
+    entries, text = computing.index_of(orjson.loads(body))
+    rows = _table_rows(resource_type, entries, pid, (rkey,))
+    if rows is None:
+        return _without_pid(resource_type, entries, computing.pid)
+    by_table, repeated = rows
+    has_text = text is not None and _has_text(text)
+    return ResourceRows(
+        seq,
+        by_table,
+        repeated,
+        (rkey, text.narrative, text.content) if text is not None and has_text else None,
+    )
 
 
 def _without_pid(

@@ -68,11 +68,13 @@ from fhir_server.storage.sqlite.claims import read_book, with_identifier_claims
 from fhir_server.storage.sqlite.fresh_writes import FreshWrites, Match, judged
 from fhir_server.storage.sqlite.index_log import (
     PENDING,
+    ComputedAhead,
     Computing,
     LoggedIndex,
     LogRow,
     MissingParameters,
     apply_logged,
+    compute_ahead,
     forget_applied,
     log_index,
     log_row,
@@ -968,6 +970,7 @@ class SqliteStore:
         limit: int | None = None,
         excluding: Collection[str] = (),
         through_seq: int | None = None,
+        ahead: ComputedAhead | None = None,
     ) -> list[tuple[int, int]] | None:
         """Indexer thread: apply logged rows (those ``apply_logged`` picks with these
         arguments) in a durable transaction, and have the writer forget them; None when it
@@ -980,6 +983,7 @@ class SqliteStore:
                 excluding=excluding,
                 through_seq=through_seq,
                 computing=self._computing(connection),
+                ahead=ahead,
             )
             self._sync_undurable(connection, applied)
             return applied
@@ -1010,13 +1014,30 @@ class SqliteStore:
         excluding = () if bulk else BULK_APPLIED_TYPES
         total = 0
         while not self._closing:
-            applied = self._apply_durably(limit=chunk, excluding=excluding)
+            ahead = self._compute_ahead(chunk, excluding)
+            applied = self._apply_durably(limit=chunk, excluding=excluding, ahead=ahead)
             if applied is None:
                 break
             total += len(applied)
             if len(applied) < chunk:
                 break
         return total
+
+    def _compute_ahead(self, limit: int, excluding: Collection[str]) -> ComputedAhead:
+        """Indexer thread: the next chunk's deferred rows, computed in a read transaction,
+        without the index file's lock (``compute_ahead``); none when that failed (the apply
+        computes them)."""
+        connection = self._connection()
+        computing = self._computing(connection)
+        if computing is None:
+            return {}
+        try:
+            return _committed(
+                connection, lambda reading: compute_ahead(reading, computing, limit, excluding)
+            )
+        except Exception:
+            log.exception("The index log's next rows could not be computed ahead")
+            return {}
 
     def _bulk_waiting(self) -> int:
         """Indexer thread: the index rows of bulk types waiting in the log, estimated as
