@@ -93,7 +93,8 @@ async def test_a_worker_that_dies_fails_its_bundles_in_flight_and_nothing_hangs(
     await pool.start()
     try:
         (worker,) = workers()
-        big = batch([patient() for _ in range(3_000)])
+        # Still in flight half a second later: 3,000 were done by then on a faster host.
+        big = batch([patient() for _ in range(10_000)])  # the most a Bundle may hold
 
         async def kill_it_meanwhile() -> None:
             await asyncio.sleep(0.5)
