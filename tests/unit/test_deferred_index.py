@@ -4,7 +4,11 @@ had computed them (the server's own AuditEvents are written so, audit_trail.py).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
@@ -339,3 +343,21 @@ async def test_rows_computed_ahead_are_applied_unless_a_newer_version_came(
     assert await stack.ids("AuditEvent", [("entity", "Patient/p4")]) == ["ae-p4-C"]
     as_p1 = orjson.loads(orjson.dumps(index_rows(stack.path, "ae-p4-C")).replace(b"p4", b"p1"))
     assert orjson.loads(orjson.dumps(index_rows(stack.path, "ae-p1-C"))) == as_p1
+
+
+async def test_the_applier_computes_ahead_on_a_nicer_thread(stack: Stack) -> None:
+    """The computing that holds no lock yields the CPU to the writers' threads; the
+    indexer thread, which takes the index file's lock, keeps the process's priority."""
+    if sys.platform != "linux":  # pragma: no cover
+        pytest.skip("needs /proc to read a thread's nice value")
+    store = stack.store
+
+    def nice() -> int:
+        stat = Path(f"/proc/self/task/{threading.get_native_id()}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[16])
+
+    process = os.getpriority(os.PRIO_PROCESS, 0)
+    ahead = await asyncio.wrap_future(store._ahead.submit(nice))
+    indexer = await store._on_indexer(nice)
+    assert indexer == process
+    assert ahead == min(19, process + store_module.AHEAD_NICENESS)
