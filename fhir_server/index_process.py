@@ -115,7 +115,7 @@ async def _serve(ready: Connection, parent: int) -> None:
             return
         log.info("Search index process %d applies the index log", os.getpid())
         freeze_start_up()  # the definitions and compiled paths: never collected
-        collect_seldom()  # it works in chunks of a thousand resources, as a loader does
+        collect_seldom()  # it works in chunks of thousands of resources, as a loader does
         while not stopping.is_set() and os.getppid() == parent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), PERIOD_SECONDS)

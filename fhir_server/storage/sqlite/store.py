@@ -1505,11 +1505,12 @@ def _yield_to_writers() -> None:
     worker's writer thread holds the write lock of all of them; on two cores, each time the
     scheduler ran the computing instead of a writer that woke, every write waited. Nicer,
     it takes the CPU the workers leave (they are bound by the write lock, not the CPU) and
-    still keeps up: under benchmarks/search.py's creates its backlog stayed at 2,000-6,500
-    resources, one round's worth, and creates/s went from 2,205-2,239 to 2,364-2,427 with
-    the whole index process at nice 10 (two runs each). Only the computing: the index
-    file's lock is taken by the indexer thread, at the process's priority, so a search
-    waiting for that lock never waits for a thread the scheduler keeps off the CPU."""
+    still keeps up. Under benchmarks/search.py's creates, two runs each: 2,205-2,239
+    creates/s, 2,250-2,316 with this thread niced, 2,364-2,427 with the whole index
+    process at nice 10 (its backlog bounded at 2,000-6,500 resources, one round's worth).
+    Only the computing, though: the index file's lock is taken by the indexer thread, at
+    the process's priority, so a search waiting for that lock does not wait behind a
+    thread the scheduler ranks below every worker."""
     with contextlib.suppress(AttributeError, OSError):
         thread = threading.get_native_id()
         now = os.getpriority(os.PRIO_PROCESS, thread)
