@@ -287,7 +287,9 @@ def apply_logged(
             computed = _compute_deferred(connection, deferred, computing, ahead or {})
         clear_index(connection, [rkey for rkey, existed, _, _ in chunk if existed])
         rkeys = [rkey for rkey, _, _, _ in chunk]
-        _move_rows(connection, rkeys)
+        logged_rows = [rkey for rkey, _, _, later in chunk if not later]
+        if logged_rows:  # a deferred row has nothing to move: nine statements saved
+            _move_rows(connection, logged_rows)
         if computed is not None:
             computed.insert(connection)
         marks = f"({', '.join('?' * len(rkeys))})"
