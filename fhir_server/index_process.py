@@ -41,7 +41,7 @@ log = logging.getLogger("rofecare.index")
 # 116-119 in chunks of 3,000). A search does not wait for a round: it applies what its
 # types lack, waiting at most for the transaction under way, which holds the index
 # file's lock only to insert rows computed before it began (store.py, _compute_ahead):
-# about as long as one of 1,000 took with them computed inside.
+# ~160 ms of CPU for 3,000, against ~125 ms for 1,000 computed inside.
 PERIOD_SECONDS = 0.5
 CHUNK = 3_000
 START_SECONDS = 60.0  # building the core and opening the store
