@@ -60,15 +60,17 @@ def audit_event(patient_id: str, action: Action = "C") -> dict[str, Any]:
     return with_meta(event, 1, event["recorded"])
 
 
-def record(event: dict[str, Any], *, later: bool, index: SearchIndex) -> WriteRecord:
+def record(
+    event: dict[str, Any], *, later: bool, index: SearchIndex, version: int = 1
+) -> WriteRecord:
     entries, text = ((), None) if later else index.entries(event)
     return WriteRecord(
         resource_type="AuditEvent",
         resource_id=event["id"],
-        version_id=1,
-        previous_version=0,
+        version_id=version,
+        previous_version=version - 1,
         last_updated=now_utc(),
-        method="POST",
+        method="POST" if version == 1 else "PUT",
         body=orjson.dumps(event),
         entries=tuple(entries),
         full_text=text,
@@ -230,10 +232,25 @@ def test_a_queued_record_indexed_later_is_judged_from_its_body() -> None:
     """A condition is judged against the writes queued in the same group commit from their
     entries (fresh_writes.py); a record indexed later has none until computed."""
     index = search_index()
-    queued = FreshWrites(index.entries)
+    computed: list[str] = []
+
+    def counted(resource: dict[str, Any]) -> Any:
+        computed.append(resource["id"])
+        return index.entries(resource)
+
+    queued = FreshWrites(counted)
     queued.queue([record(audit_event("p1"), later=True, index=index)])
     plan = index.parser.parse(("AuditEvent",), [("action", "C")]).plan
     assert [match[1] for match in queued.matching(plan)] == ["ae-p1-C"]
+    # Asked again at each condition of a run of conditional writes: computed once per
+    # version, again for a newer one.
+    assert [match[1] for match in queued.matching(plan)] == ["ae-p1-C"]
+    assert computed == ["ae-p1-C"]
+    newer = audit_event("p1", "R")
+    newer["id"] = "ae-p1-C"
+    queued.queue([record(newer, later=True, index=index, version=2)])
+    assert queued.matching(plan) == []
+    assert computed == ["ae-p1-C", "ae-p1-C"]
 
 
 async def test_a_schema_9_database_opens_and_logs_with_the_mark(tmp_path: Path) -> None:
@@ -309,20 +326,7 @@ async def test_rows_computed_ahead_are_applied_unless_a_newer_version_came(
 
     moved = {**second, "entity": [{**second["entity"][0], "what": {"reference": "Patient/p3"}}]}
     moved = with_meta(moved, 2, RECORDED)
-    await store.write(
-        [
-            WriteRecord(
-                resource_type="AuditEvent",
-                resource_id=second["id"],
-                version_id=2,
-                previous_version=1,
-                last_updated=now_utc(),
-                method="PUT",
-                body=orjson.dumps(moved),
-                index_later=True,
-            )
-        ]
-    )
+    await store.write([record(moved, later=True, index=index, version=2)])
     computed: list[str] = []
     index_of = store._index_of
     assert index_of is not None

@@ -28,6 +28,9 @@ class FreshWrites:
     def __init__(self, index_of: IndexOf | None = None) -> None:
         self._newest: dict[tuple[str, str], WriteRecord] = {}
         self._index_of = index_of  # the entries of a record indexed later
+        # ... computed once per record: a run of conditional writes asks every record of
+        # the transaction's types again at each condition
+        self._computed: dict[tuple[str, str], tuple[WriteRecord, Sequence[IndexEntry]]] = {}
 
     def add(
         self, jobs: Sequence[Sequence[WriteRecord]], outcomes: Sequence[BaseException | None]
@@ -43,6 +46,7 @@ class FreshWrites:
 
     def clear(self) -> None:
         self._newest.clear()
+        self._computed.clear()
 
     def only_creates(self, types: Collection[str]) -> bool:
         """No record of ``types`` replaces or deletes a resource: until written, such a
@@ -72,7 +76,12 @@ class FreshWrites:
     def _entries(self, record: WriteRecord) -> Sequence[IndexEntry]:
         if not record.index_later or record.body is None or self._index_of is None:
             return record.entries
-        return self._index_of(orjson.loads(record.body))[0]
+        key = (record.resource_type, record.resource_id)
+        computed = self._computed.get(key)
+        if computed is None or computed[0] is not record:  # none yet, or an older version's
+            computed = (record, self._index_of(orjson.loads(record.body))[0])
+            self._computed[key] = computed
+        return computed[1]
 
 
 def judged(records: Sequence[WriteRecord]) -> bool:
